@@ -1,0 +1,8 @@
+"""The one exception type for bad input a user can fix."""
+
+
+class InputError(Exception):
+    """Bad input: the message names the problem and how to fix it, on one line.
+
+    Stages print it without a traceback and exit non-zero, before any expensive work.
+    """
