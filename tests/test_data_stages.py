@@ -1,0 +1,115 @@
+"""The download and split stages under real `dvc repro`, in a throwaway git + DVC repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from imbsam.data import class_groups, longtail_counts, md5sum
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def _run(args, cwd):
+    return subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False)
+
+
+def _dvc(cwd, *args):
+    return _run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def _set_params(root, **changes):
+    """changes: dotted key -> value, e.g. data__md5="..." for data.md5."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for key, value in changes.items():
+        group, name = key.split("__")
+        params[group][name] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def repo(tmp_path, synthetic_archive):
+    """A copy of the project wired to a small synthetic archive (100 train, 10 test images per class)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, root / name)
+    for name in ("stages", "imbsam"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _run(["git", "init", "-q"], root).returncode == 0
+    assert _dvc(root, "init", "-q").returncode == 0
+    archive, md5 = synthetic_archive(train_per_class=100, test_per_class=10)
+    _set_params(root, data__url=str(archive), data__md5=md5)
+    return root
+
+
+def _split_files(root):
+    return {p.name: p.read_bytes() for p in (root / "data" / "split").iterdir()}
+
+
+def test_repro_split_then_a_wrong_md5_keeps_the_good_outputs(repo):
+    result = _dvc(repo, "repro", "split")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "split: imb_factor 0.01 (exp)" in result.stdout and "synthetic archive" in result.stderr
+
+    summary = json.loads((repo / "data" / "split" / "summary.json").read_text())
+    counts = longtail_counts(100, 100, 0.01)
+    assert summary["class_counts"] == counts and summary["train_total"] == sum(counts)
+    assert summary["test_total"] == 1000 and summary["synthetic"] is True
+    assert (summary["imb_factor"], summary["profile"], summary["shuffle_seed"]) == (0.01, "exp", None)
+    assert summary["groups"] == class_groups(counts) and len(summary["groups"]["few"]) == 65
+    labels = np.load(repo / "data" / "split" / "train_labels.npy")
+    assert np.bincount(labels, minlength=100).tolist() == counts
+    assert np.load(repo / "data" / "split" / "test_images.npy").shape == (1000, 3, 32, 32)
+    archive_md5 = md5sum(repo / "data" / "cifar-100-python.tar.gz")
+    good_split = _split_files(repo)
+
+    wrong = "0" * 32
+    _set_params(repo, data__md5=wrong)
+    result = _dvc(repo, "repro", "split")
+    assert result.returncode != 0
+    assert f"expected {wrong}, got {archive_md5}" in result.stderr
+    assert md5sum(repo / "data" / "cifar-100-python.tar.gz") == archive_md5
+    assert _split_files(repo) == good_split
+    assert sorted(p.name for p in (repo / "data").iterdir()) == [".gitignore", "cifar-100-python.tar.gz", "split"]
+
+
+def test_bad_imb_factor_fails_before_any_work(repo):
+    _set_params(repo, split__imb_factor=1.5)
+    result = _dvc(repo, "repro", "split")
+    assert result.returncode != 0
+    assert "error: params.yaml: split.imb_factor=1.5 must be a number in (0, 1]" in result.stderr
+    assert not (repo / "data" / "split").exists()
+
+    # Run alone, with no archive yet: the parameter is still what it reports, not the missing archive.
+    shutil.rmtree(repo / "data")
+    result = _run([sys.executable, "stages/split.py"], repo)
+    assert result.returncode == 1 and "split.imb_factor=1.5" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("split__profile", "linear", "split.profile='linear' is not one of exp, step"),
+        ("split__shuffle_seed", -2, "split.shuffle_seed=-2 must be an integer >= -1"),
+        ("split__few_threshold", 200, "split.few_threshold=200 must be an integer in 0..split.many_threshold"),
+    ],
+)
+def test_split_stage_checks_each_param_first(repo, key, value, message):
+    _set_params(repo, **{key: value})
+    result = _run([sys.executable, "stages/split.py"], repo)
+    assert result.returncode == 1 and message in result.stderr
+
+
+def test_download_stage_checks_the_md5_format_first(repo):
+    _set_params(repo, data__md5=12345)
+    result = _run([sys.executable, "stages/download.py"], repo)
+    assert result.returncode == 1 and "data.md5=12345 must be 32 hex digits" in result.stderr
+    assert not (repo / "data").exists()
