@@ -1,0 +1,97 @@
+"""Device selection: CPU / GPU / Ascend / auto, and the CPU oneDNN setting.
+
+Call `setup()` once per process, before MindSpore does any tensor work: MindSpore
+accepts one `set_device` per process, and the oneDNN setting must be in the
+environment before `import mindspore`.
+"""
+
+import os
+import platform
+import sys
+
+from imbsam.errors import InputError
+
+TARGETS = ("auto", "CPU", "GPU", "Ascend")
+MODES = ("auto", "pynative", "graph")
+
+# Which device an image was built for (set by the Dockerfile): an accelerator
+# image that finds no accelerator must say so instead of training on the CPU.
+IMAGE_TARGET_ENV = "IMBSAM_IMAGE_TARGET"
+
+_HINTS = {
+    "GPU": "start the container with `--gpus all` (NVIDIA container toolkit) or install the MindSpore GPU "
+           "plugin's CUDA 11.6 + cuDNN 8 libraries",
+    "Ascend": "start the container with --device=/dev/davinci0 --device=/dev/davinci_manager "
+              "--device=/dev/devmm_svm --device=/dev/hisi_hdc and the /usr/local/Ascend/driver mounts "
+              "(see README), or source CANN's set_env.sh",
+}
+
+
+def _prefer_gemm_convolutions():
+    """On AVX-512 CPUs MindSpore's bundled oneDNN falls back to a scalar reference
+    convolution; capping the ISA at AVX2 selects its GEMM path (about 45x faster here).
+    A value the user set is respected."""
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
+
+def _available(ms, target):
+    if target == "CPU":
+        return True
+    try:
+        return bool(ms.hal.is_available(target))
+    except (RuntimeError, ValueError, AttributeError):
+        return False
+
+
+def resolve_target(target, ms):
+    if target not in TARGETS:
+        raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
+    image = {"gpu": "GPU", "ascend": "Ascend"}.get(os.environ.get(IMAGE_TARGET_ENV, "").lower())
+    if target == "auto":
+        for candidate in ("Ascend", "GPU"):
+            if _available(ms, candidate):
+                return candidate
+        if image:
+            raise InputError(f"this is the {image} image but no {image} is visible: {_HINTS[image]}; "
+                             "or set device.target=CPU to train on the CPU deliberately")
+        return "CPU"
+    if not _available(ms, target):
+        raise InputError(f"device.target={target} but no {target} is available: {_HINTS[target]}; "
+                         "or set device.target=auto")
+    return target
+
+
+def resolve_mode(mode, target):
+    """PyNative measured faster than graph mode on the CPU (notes/mindspore.md); graph mode
+    is what GPU and Ascend are built for."""
+    if mode not in MODES:
+        raise InputError(f"train.mode={mode!r} is not one of {', '.join(MODES)}")
+    if mode == "auto":
+        return "pynative" if target == "CPU" else "graph"
+    return mode
+
+
+def setup(target="auto", mode="auto", deterministic=False):
+    """Select the device and execution mode; return a description for run metadata."""
+    if target not in TARGETS:
+        raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
+    if target in ("auto", "CPU"):
+        _prefer_gemm_convolutions()
+    import mindspore as ms
+
+    resolved = resolve_target(target, ms)
+    resolved_mode = resolve_mode(mode, resolved)
+    ms.set_device(resolved)
+    ms.set_context(mode=ms.PYNATIVE_MODE if resolved_mode == "pynative" else ms.GRAPH_MODE)
+    if deterministic:
+        ms.set_deterministic(True)
+    return {
+        "target": resolved,
+        "requested": target,
+        "mode": resolved_mode,
+        "mindspore": ms.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "threads": os.cpu_count(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") if resolved == "CPU" else None,
+    }

@@ -1,0 +1,149 @@
+"""The two networks: the paper's ResNet-34 and LDAM's cheaper CIFAR ResNet-32.
+
+Weights are drawn from a NumPy generator seeded by `seed`, so a seed gives the same
+initial network on CPU, GPU and Ascend. The distributions follow the authors' code:
+- resnet34 (the weight-balancing repository's torchvision-style CIFAR variant): Kaiming
+  normal (fan_out, ReLU) convolutions, BatchNorm scale 1 / shift 0, PyTorch's default
+  uniform(+-1/sqrt(fan_in)) for the linear layer;
+- resnet32 (LDAM-DRW's): Kaiming normal (fan_in) convolutions and linear weight,
+  PyTorch's default uniform bias.
+"""
+
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from imbsam.errors import InputError
+
+ARCHS = ("resnet34", "resnet32")
+
+
+def _conv3x3(in_channels, out_channels, stride=1):
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, pad_mode="pad", padding=1, has_bias=False)
+
+
+class BasicBlock(nn.Cell):
+    """Two 3x3 convolutions with BatchNorm; `shortcut` maps the input to the output shape."""
+
+    def __init__(self, in_channels, out_channels, stride, shortcut):
+        super().__init__()
+        self.conv1 = _conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = _conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        self.shortcut = shortcut
+
+    def construct(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ProjectionShortcut(nn.Cell):
+    """1x1 convolution + BatchNorm (torchvision's downsample)."""
+
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, has_bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def construct(self, x):
+        return self.bn(self.conv(x))
+
+
+class PadShortcut(nn.Cell):
+    """LDAM's option A: subsample by 2 and zero-pad the new channels (no parameters)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        extra = out_channels - in_channels
+        self.padding = (0, 0, 0, 0, extra // 2, extra - extra // 2)
+        # A 1x1 stride-2 pool is x[:, :, ::2, ::2]; the slice's gradient kernel fails on the CPU.
+        self.subsample = nn.AvgPool2d(kernel_size=1, stride=2)
+
+    def construct(self, x):
+        return ops.pad(self.subsample(x), self.padding)
+
+
+class Identity(nn.Cell):
+    def construct(self, x):
+        return x
+
+
+class ResNet(nn.Cell):
+    def __init__(self, stem_channels, stages, num_classes, shortcut_kind, pool):
+        super().__init__()
+        self.conv1 = _conv3x3(3, stem_channels)
+        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.relu = nn.ReLU()
+        blocks = []
+        in_channels = stem_channels
+        for stage_index, (channels, depth) in enumerate(stages):
+            for block_index in range(depth):
+                stride = 2 if stage_index > 0 and block_index == 0 else 1
+                if stride == 1 and in_channels == channels:
+                    shortcut = Identity()
+                elif shortcut_kind == "projection":
+                    shortcut = ProjectionShortcut(in_channels, channels, stride)
+                else:
+                    shortcut = PadShortcut(in_channels, channels)
+                blocks.append(BasicBlock(in_channels, channels, stride, shortcut))
+                in_channels = channels
+        self.layers = nn.SequentialCell(blocks)
+        self.pool = pool
+        self.flatten = nn.Flatten()
+        self.fc = nn.Dense(in_channels, num_classes)
+
+    def construct(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.layers(out)
+        return self.fc(self.flatten(self.pool(out)))
+
+
+def _resnet34(num_classes):
+    # Input 32x32 and three stride-2 stages leave 4x4 maps: the 4x4 average pool is global.
+    return ResNet(64, [(64, 3), (128, 4), (256, 6), (512, 3)], num_classes, "projection",
+                  nn.AvgPool2d(kernel_size=4, stride=4))
+
+
+class GlobalAvgPool(nn.Cell):
+    def construct(self, x):
+        return x.mean(axis=(2, 3), keep_dims=True)
+
+
+def _resnet32(num_classes):
+    return ResNet(16, [(16, 5), (32, 5), (64, 5)], num_classes, "pad", GlobalAvgPool())
+
+
+def _initialise(network, arch, rng):
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, nn.Conv2d):
+            out_c, in_c, kh, kw = cell.weight.shape
+            fan = out_c * kh * kw if arch == "resnet34" else in_c * kh * kw
+            _assign(cell.weight, rng.normal(0.0, np.sqrt(2.0 / fan), cell.weight.shape))
+        elif isinstance(cell, nn.Dense):
+            fan_in = cell.weight.shape[1]
+            bound = 1.0 / np.sqrt(fan_in)
+            if arch == "resnet34":
+                weight = rng.uniform(-bound, bound, cell.weight.shape)
+            else:
+                weight = rng.normal(0.0, np.sqrt(2.0 / fan_in), cell.weight.shape)
+            _assign(cell.weight, weight)
+            _assign(cell.bias, rng.uniform(-bound, bound, cell.bias.shape))
+        elif isinstance(cell, nn.BatchNorm2d):
+            _assign(cell.gamma, np.ones(cell.gamma.shape))
+            _assign(cell.beta, np.zeros(cell.beta.shape))
+
+
+def _assign(parameter: Parameter, value):
+    ops.assign(parameter, Tensor(np.asarray(value, dtype=np.float32)))
+
+
+def create_model(arch, num_classes=100, seed=0):
+    """Build "resnet34" (the paper's) or "resnet32" (LDAM's, about 1/45 of the compute)."""
+    builders = {"resnet34": _resnet34, "resnet32": _resnet32}
+    if arch not in builders:
+        raise InputError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
+    network = builders[arch](num_classes)
+    _initialise(network, arch, np.random.default_rng(seed))
+    return network
