@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -428,6 +429,33 @@ def _swap_into_place(new, target):
         os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def build_split(archive, out_dir, *, imb_factor, profile="exp", shuffle_seed=None, many_threshold=100,
+                few_threshold=20):
+    """Extract and validate a CIFAR-100 python archive, then write its long-tailed split to out_dir."""
+    # Extracted outside out_dir, so nothing but the finished split ever lands in the DVC output.
+    with tempfile.TemporaryDirectory(prefix="imbsam-cifar-") as tmp:
+        safe_extract(archive, tmp)
+        data = read_cifar100(tmp)
+    num_classes = len(data["class_names"])
+    # The LDAM-DRW rule's maximum is the balanced per-class count: 500 for CIFAR-100.
+    counts = longtail_counts(num_classes, len(data["train_labels"]) // num_classes, imb_factor, profile)
+    keep = longtail_indices(data["train_labels"], counts, shuffle_seed)
+    return write_split(
+        out_dir,
+        data["train_images"][keep],
+        data["train_labels"][keep],
+        data["test_images"],
+        data["test_labels"],
+        data["class_names"],
+        imb_factor=imb_factor,
+        profile=profile,
+        shuffle_seed=shuffle_seed,
+        many_threshold=many_threshold,
+        few_threshold=few_threshold,
+        synthetic=data["synthetic"],
+    )
 
 
 def load_split(folder):

@@ -121,7 +121,6 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
     if not rho >= 0:
         raise InputError(f"rho={rho!r} must be >= 0")
     weights = optimizer.parameters
-    network.set_train(True)
 
     def weighted_loss(images, labels, sample_weights):
         per_sample = loss_fn(network(images), labels)
@@ -182,4 +181,11 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
 
     if method == "imbsam" and not len(tail_classes):
         warnings.warn("ImbSAM with no tail classes (raise imbsam.eta): every step equals SGD", stacklevel=2)
-    return {"sgd": sgd_step, "sam": sam_step, "imbsam": imbsam_step}[method]
+    update = {"sgd": sgd_step, "sam": sam_step, "imbsam": imbsam_step}[method]
+
+    def step(images, labels):
+        if not network.training:  # an evaluation between steps leaves the network in eval mode
+            network.set_train(True)
+        return update(images, labels)
+
+    return step

@@ -1,19 +1,11 @@
 """Stage split: extract the archive, validate it, and write the long-tailed split to data/split."""
 
 import sys
-import tempfile
 from pathlib import Path
 
 from _common import load_params, main_guard, param
 
-from imbsam.data import (
-    PROFILES,
-    longtail_counts,
-    longtail_indices,
-    read_cifar100,
-    safe_extract,
-    write_split,
-)
+from imbsam.data import PROFILES, build_split
 from imbsam.errors import InputError
 
 ARCHIVE = Path("data/cifar-100-python.tar.gz")
@@ -51,34 +43,15 @@ def main():
     if not ARCHIVE.is_file():
         raise InputError(f"{ARCHIVE} not found; run `dvc repro download` first")
 
-    # Extracted outside data/split, so nothing but the finished split ever lands in the DVC output.
-    with tempfile.TemporaryDirectory(prefix="imbsam-cifar-") as tmp:
-        safe_extract(ARCHIVE, tmp)
-        data = read_cifar100(tmp)
-    if data["synthetic"]:
+    summary = build_split(ARCHIVE, OUT, imb_factor=imb_factor, profile=profile,
+                          shuffle_seed=None if shuffle_seed == -1 else shuffle_seed,
+                          many_threshold=many_threshold, few_threshold=few_threshold)
+    if summary["synthetic"]:
         print(
             f"warning: {ARCHIVE} is a synthetic archive (imbsam.synthetic): results say nothing about CIFAR-100",
             file=sys.stderr,
         )
-
-    num_classes = len(data["class_names"])
-    # The LDAM-DRW rule's maximum is the balanced per-class count: 500 for CIFAR-100.
-    counts = longtail_counts(num_classes, len(data["train_labels"]) // num_classes, imb_factor, profile)
-    keep = longtail_indices(data["train_labels"], counts, None if shuffle_seed == -1 else shuffle_seed)
-    summary = write_split(
-        OUT,
-        data["train_images"][keep],
-        data["train_labels"][keep],
-        data["test_images"],
-        data["test_labels"],
-        data["class_names"],
-        imb_factor=imb_factor,
-        profile=profile,
-        shuffle_seed=None if shuffle_seed == -1 else shuffle_seed,
-        many_threshold=many_threshold,
-        few_threshold=few_threshold,
-        synthetic=data["synthetic"],
-    )
+    counts = summary["class_counts"]
     groups = summary["groups"]
     print(
         f"split: imb_factor {imb_factor} ({profile}): {summary['train_total']} train images "

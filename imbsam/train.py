@@ -1,0 +1,334 @@
+"""The epoch loop: cosine schedule, per-epoch test evaluation, checkpoints and resume.
+
+A run checkpoints at the end of every epoch into `resume_dir` (model, optimizer state and
+schedule position, history). The data order and augmentation of an epoch derive from
+(seed, epoch), so the checkpoint plus the epoch number restore everything: the same call
+after an interruption (Ctrl-C, SIGTERM, kill -9) continues from the last finished epoch
+and, on the CPU, ends with the same weights as an uninterrupted run. A checkpoint is only
+reused by a run with the same configuration (its hash names the folder).
+"""
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imbsam.errors import InputError
+from imbsam.evaluate import group_accuracy, logits, per_class_accuracy
+from imbsam.models import ARCHS, create_model
+from imbsam.optim import METHODS, make_optimizer, make_train_step
+from imbsam.pipeline import TrainBatches
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run's result (the paper's defaults)."""
+
+    method: str = "imbsam"
+    seed: int = 9826
+    arch: str = "resnet34"
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    decay_bn: bool = True
+    max_steps_per_epoch: int = 0
+    rho: float = 0.05
+    eta: int = 20
+    tail_loss_scale: float = 2.0
+    bn_update_in_perturbed_pass: bool = True
+
+    def validate(self):
+        """InputError naming the params.yaml key of the first invalid setting."""
+        checks = [
+            ("train.optimizers", self.method in METHODS, f"one of {', '.join(METHODS)}", self.method),
+            ("train.seeds", _is_int(self.seed) and self.seed >= 0, "integers >= 0", self.seed),
+            ("model.arch", self.arch in ARCHS, f"one of {', '.join(ARCHS)}", self.arch),
+            ("train.epochs", _is_int(self.epochs) and self.epochs >= 1, "an integer >= 1", self.epochs),
+            ("train.batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1",
+             self.batch_size),
+            ("train.lr", _is_number(self.lr) and self.lr > 0, "a number > 0", self.lr),
+            ("train.momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)",
+             self.momentum),
+            ("train.weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, "a number >= 0",
+             self.weight_decay),
+            ("train.decay_bn", isinstance(self.decay_bn, bool), "true or false", self.decay_bn),
+            ("train.max_steps_per_epoch", _is_int(self.max_steps_per_epoch) and self.max_steps_per_epoch >= 0,
+             "an integer >= 0 (0 = whole epoch)", self.max_steps_per_epoch),
+            (f"{self.method}.rho", _is_number(self.rho) and self.rho >= 0, "a number >= 0", self.rho),
+            ("imbsam.eta", _is_number(self.eta) and self.eta >= 0, "a number >= 0", self.eta),
+            ("imbsam.tail_loss_scale", _is_number(self.tail_loss_scale) and self.tail_loss_scale > 0,
+             "a number > 0", self.tail_loss_scale),
+            ("imbsam.bn_update_in_perturbed_pass", isinstance(self.bn_update_in_perturbed_pass, bool),
+             "true or false", self.bn_update_in_perturbed_pass),
+        ]
+        for key, ok, expected, value in checks:
+            if not ok:
+                raise InputError(f"params.yaml: {key}={value!r} must be {expected}")
+        return self
+
+    def digest(self, data_fingerprint):
+        text = json.dumps({"config": asdict(self), "data": data_fingerprint}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def cosine_schedule(lr, total_steps):
+    """Per-step learning rates, lr * (1 + cos(pi * t / T)) / 2 for t = 0 .. T-1: cosine to 0 over all steps."""
+    t = np.arange(total_steps, dtype=np.float64)
+    return (0.5 * lr * (1.0 + np.cos(np.pi * t / total_steps))).astype(np.float32)
+
+
+def tail_classes_for(class_counts, eta):
+    """ImbSAM's tail: the classes with fewer than eta training images."""
+    return [c for c, n in enumerate(class_counts) if n < eta]
+
+
+class _Checkpoints:
+    """Atomic per-epoch checkpoints: the state file names the checkpoint it belongs to and is
+    replaced last, so a kill at any moment leaves a consistent (older or newer) pair."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.state_file = self.folder / "state.json"
+
+    def load_state(self):
+        if not self.state_file.is_file():
+            return None
+        return json.loads(self.state_file.read_text())
+
+    def save(self, epoch, network, optimizer, state, best_network_changed):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        names = {"train": f"epoch-{epoch:04d}.ckpt"}
+        self._write(self.folder / names["train"], _state_parameters(network, optimizer))
+        names["best"] = f"best-{epoch:04d}.ckpt" if best_network_changed else state.get("files", {}).get("best")
+        if best_network_changed:
+            self._write(self.folder / names["best"], list(network.get_parameters()))
+        state = {**state, "files": names}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.state_file)
+        for stale in self.folder.glob("*.ckpt"):
+            if stale.name not in names.values():
+                stale.unlink()
+        return state
+
+    @staticmethod
+    def _write(path, parameters):
+        import mindspore as ms
+
+        tmp = path.with_name(f".{path.name}")  # save_checkpoint insists on the .ckpt suffix
+        ms.save_checkpoint(parameters, str(tmp))
+        os.replace(tmp, path)
+
+
+def _state_parameters(network, optimizer):
+    """Network weights and BatchNorm statistics plus the optimizer's momentum buffers and step counter."""
+    seen, parameters = set(), []
+    for cell in (network, optimizer):
+        for p in cell.get_parameters():
+            if p.name not in seen:
+                seen.add(p.name)
+                parameters.append(p)
+    return parameters
+
+
+def _load_into(cells, checkpoint):
+    import mindspore as ms
+
+    values = ms.load_checkpoint(str(checkpoint))
+    for cell in cells:
+        ms.load_param_into_net(cell, values, strict_load=True)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (docker stop, a scheduler's preemption) ends the run like Ctrl-C."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# Per-epoch test pass batch size: memory only, results do not depend on it.
+EVAL_BATCH_SIZE = 500
+
+
+def evaluate_epoch(network, split, batch_size=EVAL_BATCH_SIZE):
+    """Test accuracy without TTA (the authors' per-epoch selection criterion), per group, in percent."""
+    summary = split["summary"]
+    predictions = logits(network, split["test_images"], batch_size).argmax(axis=1)
+    per_class = per_class_accuracy(predictions, split["test_labels"], summary["num_classes"])
+    return group_accuracy(per_class, summary["groups"])
+
+
+def _format_duration(seconds):
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {rest % 60}s"
+
+
+def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_run_hint="", log=print,
+          progress=True):
+    """Train one run; return its metadata (also written to out_dir/train.json).
+
+    split: imbsam.data.load_split(...) output. out_dir receives model/last.ckpt, model/best.ckpt
+    and train.json; resume_dir/<config hash> holds the per-epoch checkpoint until the run ends.
+    """
+    import mindspore as ms
+    from mindspore import Tensor, nn
+    from tqdm import tqdm
+
+    config.validate()
+    summary = split["summary"]
+    tail_classes = tail_classes_for(summary["class_counts"], config.eta) if config.method == "imbsam" else []
+    if config.method == "imbsam" and not tail_classes:
+        log(f"warning: no class has fewer than imbsam.eta={config.eta} training images: "
+            "ImbSAM then equals SGD; raise imbsam.eta")
+    batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
+                           config.max_steps_per_epoch)
+    total_steps = config.epochs * batches.steps_per_epoch
+    checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
+
+    ms.set_seed(config.seed)
+    network = create_model(config.arch, summary["num_classes"], seed=config.seed)
+    schedule = cosine_schedule(config.lr, total_steps)
+    optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
+    step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, config.method,
+                           rho=config.rho, tail_classes=tail_classes, tail_loss_scale=config.tail_loss_scale,
+                           bn_update_in_perturbed_pass=config.bn_update_in_perturbed_pass)
+
+    state = checkpoints.load_state()
+    if state:
+        _load_into([network, optimizer], checkpoints.folder / state["files"]["train"])
+        log(f"resuming {config.method} seed {config.seed} after epoch {state['epoch']} of {config.epochs} "
+            f"from {checkpoints.folder}")
+    else:
+        state = {"epoch": 0, "history": [], "best_epoch": None, "best_acc": -1.0, "train_seconds": 0.0,
+                 "wall_seconds": 0.0, "train_images": 0}
+    live = _Live(live_dir, state["history"]) if live_dir else None
+
+    log(f"training {config.method} seed {config.seed}: {config.arch}, {config.epochs} epochs x "
+        f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
+        f"device {device['target'] if device else '?'} ({device['mode'] if device else '?'})")
+    with _sigterm_as_interrupt():
+        try:
+            for epoch in range(state["epoch"] + 1, config.epochs + 1):
+                epoch_started = time.perf_counter()
+                losses, seen = [], 0
+                bar = tqdm(batches.epoch(epoch), total=batches.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}",
+                           unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+                for i, (images, labels) in enumerate(bar):
+                    losses.append(step(Tensor(images), Tensor(labels)))
+                    seen += len(labels)
+                    if i % 10 == 9:
+                        elapsed = time.perf_counter() - epoch_started
+                        bar.set_postfix(loss=f"{float(losses[-1].asnumpy()):.3f}", img_s=f"{seen / elapsed:.0f}")
+                    if i == 0:
+                        first_step_done = time.perf_counter()
+                    if epoch == 1 and i == _ESTIMATE_AFTER:
+                        per_step = (time.perf_counter() - first_step_done) / _ESTIMATE_AFTER
+                        _print_estimate(log, per_step, batches.steps_per_epoch * config.epochs, quick_run_hint)
+                train_loss = float(np.mean([loss.asnumpy() for loss in losses]))
+                train_seconds = time.perf_counter() - epoch_started
+                test = evaluate_epoch(network, split)
+                record = {"epoch": epoch, "train/loss": train_loss, "lr": float(schedule[(epoch - 1) * batches.steps_per_epoch]),
+                          "train/img_per_s": seen / train_seconds, **{f"test/{k}": v for k, v in test.items()}}
+                improved = test["all"] is not None and test["all"] > state["best_acc"]
+                state = {**state, "epoch": epoch, "history": [*state["history"], record],
+                         "train_seconds": state["train_seconds"] + train_seconds,
+                         "wall_seconds": state["wall_seconds"] + time.perf_counter() - epoch_started,
+                         "train_images": state["train_images"] + seen}
+                if improved:
+                    state.update(best_epoch=epoch, best_acc=test["all"])
+                state = checkpoints.save(epoch, network, optimizer, state, improved)
+                if live:
+                    live.log(record)
+                log(f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}, test acc {_pct(test['all'])} "
+                    f"(many {_pct(test['many'])}, medium {_pct(test['medium'])}, few {_pct(test['few'])}), "
+                    f"{seen / train_seconds:.0f} img/s")
+        except KeyboardInterrupt:
+            done = state["epoch"]
+            raise InputError(f"interrupted during epoch {done + 1}: run the same command again to resume after "
+                             f"epoch {done} (checkpoint in {checkpoints.folder})") from None
+
+    out_dir = Path(out_dir)
+    (out_dir / "model").mkdir(parents=True, exist_ok=True)
+    _load_into([network, optimizer], checkpoints.folder / state["files"]["train"])
+    ms.save_checkpoint(list(network.get_parameters()), str(out_dir / "model" / "last.ckpt"))
+    shutil.copyfile(checkpoints.folder / state["files"]["best"], out_dir / "model" / "best.ckpt")
+    metadata = {
+        "optimizer": config.method, "seed": config.seed, "arch": config.arch,
+        "epochs": config.epochs, "epochs_completed": state["epoch"], "last_epoch": state["epoch"],
+        "best_epoch": state["best_epoch"], "best_test_acc_plain": state["best_acc"],
+        "last_test_acc_plain": state["history"][-1]["test/all"],
+        "steps_per_epoch": batches.steps_per_epoch, "max_steps_per_epoch": config.max_steps_per_epoch,
+        "tail_classes": tail_classes,
+        "train_seconds": round(state["train_seconds"], 3),
+        "wall_time_s": round(state["wall_seconds"], 3),
+        "train_img_per_s": round(state["train_images"] / max(state["train_seconds"], 1e-9), 2),
+        "device": device or {}, "config": asdict(config), "history": state["history"],
+    }
+    (out_dir / "train.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
+    shutil.rmtree(checkpoints.folder)
+    return metadata
+
+
+_ESTIMATE_AFTER = 5
+
+
+def _print_estimate(log, per_step, total_steps, quick_run_hint):
+    """Before a long run gets going, say how long it will take and how to run a short one instead."""
+    total = per_step * total_steps
+    log(f"\nestimated training time: {_format_duration(total)} ({per_step:.2f} s/step after the first step, "
+        "per-epoch test evaluation not included)")
+    if quick_run_hint and total > 3600:
+        log(f"for a quick run instead: {quick_run_hint}")
+
+
+def _pct(value):
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+class _Live:
+    """Per-epoch metrics through dvclive, so `dvc plots` and `dvc exp show` see them.
+
+    DVC deletes a stage's outputs before it re-runs it, so a resumed run replays the epochs
+    it already has from the checkpoint's history before logging new ones.
+    """
+
+    def __init__(self, folder, history):
+        from dvclive import Live
+
+        self.live = Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None)
+        for record in history:
+            self.log(record)
+
+    def log(self, record):
+        for key, value in record.items():
+            if key != "epoch" and value is not None:
+                self.live.log_metric(key, value)
+        self.live.next_step()

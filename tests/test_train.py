@@ -1,0 +1,181 @@
+"""The training loop: schedule, input pipeline, learning, interruption and resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imbsam.errors import InputError
+from imbsam.pipeline import MEAN, STD, TrainBatches, augment, normalize
+from imbsam.train import TrainConfig, cosine_schedule, tail_classes_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_cosine_schedule_starts_at_lr_and_decays_to_zero():
+    lrs = cosine_schedule(0.01, 100)
+    assert len(lrs) == 100
+    assert lrs[0] == pytest.approx(0.01)
+    assert lrs[50] == pytest.approx(0.005)
+    assert lrs[-1] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 99 / 100)))
+    assert np.all(np.diff(lrs) <= 0)
+
+
+def test_augment_is_a_padded_crop_with_optional_flip():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    padded = np.pad(images, ((0, 0), (0, 0), (4, 4), (4, 4)))
+    out = augment(padded, np.arange(6), np.random.default_rng(1))
+    replay = np.random.default_rng(1)
+    top, left, flip = replay.integers(0, 9, 6), replay.integers(0, 9, 6), replay.random(6) < 0.5
+    for i in range(6):
+        expected = padded[i, :, top[i]:top[i] + 32, left[i]:left[i] + 32]
+        np.testing.assert_array_equal(out[i], expected[:, :, ::-1] if flip[i] else expected)
+
+
+def test_normalize_uses_the_paper_mean_and_std():
+    images = np.full((1, 3, 2, 2), 255, dtype=np.uint8)
+    np.testing.assert_allclose(normalize(images)[0, :, 0, 0], (1 - MEAN) / STD, rtol=1e-6)
+
+
+def test_batches_depend_on_seed_and_epoch_only():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (100, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, 100)
+    first = list(TrainBatches(images, labels, 32, seed=3).epoch(2))
+    again = list(TrainBatches(images, labels, 32, seed=3).epoch(2))
+    other = list(TrainBatches(images, labels, 32, seed=3).epoch(3))
+    assert [len(y) for _, y in first] == [32, 32, 32, 4]
+    for (x1, y1), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(first[0][1], other[0][1])
+    assert TrainBatches(images, labels, 32, seed=3, max_steps_per_epoch=2).steps_per_epoch == 2
+
+
+def test_tail_classes_are_those_below_eta():
+    assert tail_classes_for([500, 100, 20, 19, 5], 20) == [3, 4]
+    assert tail_classes_for([500, 100], 20) == []
+
+
+@pytest.mark.parametrize("field, value, key", [
+    ("epochs", 0, "train.epochs"),
+    ("seed", -1, "train.seeds"),
+    ("seed", 1.5, "train.seeds"),
+    ("method", "adam", "train.optimizers"),
+    ("arch", "resnet18", "model.arch"),
+    ("rho", -0.1, "imbsam.rho"),
+    ("lr", 0, "train.lr"),
+    ("max_steps_per_epoch", -1, "train.max_steps_per_epoch"),
+])
+def test_invalid_config_names_the_key(field, value, key):
+    with pytest.raises(InputError, match=key.replace(".", r"\.")):
+        replace(TrainConfig(), **{field: value}).validate()
+
+
+def test_bad_method_arch_and_rho_in_the_library():
+    import mindspore as ms
+    from mindspore import nn
+
+    from imbsam.models import create_model
+    from imbsam.optim import make_optimizer, make_train_step
+
+    with pytest.raises(InputError, match="resnet18"):
+        create_model("resnet18")
+    network = nn.Dense(4, 3)
+    optimizer = make_optimizer(network, 0.1)
+    loss = nn.CrossEntropyLoss(reduction="none")
+    with pytest.raises(InputError, match="adam"):
+        make_train_step(network, loss, optimizer, "adam")
+    with pytest.raises(InputError, match="rho"):
+        make_train_step(network, loss, optimizer, "sam", rho=-1.0)
+    with pytest.warns(UserWarning, match="equals SGD"):
+        make_train_step(network, loss, optimizer, "imbsam", tail_classes=())
+    del ms
+
+
+def test_short_run_learns_far_above_chance(synthetic_split, tmp_path):
+    """resnet32 on the synthetic archive, 100 classes: chance is 1%; a broken gradient stays near it."""
+    from imbsam.data import load_split
+    from imbsam.train import train
+
+    split = load_split(synthetic_split(50, 10))
+    config = TrainConfig(method="sgd", seed=0, arch="resnet32", epochs=1, batch_size=64, lr=0.05,
+                         max_steps_per_epoch=60)
+    result = train(config, split, tmp_path / "out", tmp_path / "resume", progress=False, log=lambda *_: None)
+    assert result["history"][-1]["test/all"] > 15.0, result["history"]
+    assert (tmp_path / "out" / "model" / "last.ckpt").is_file()
+    assert not any((tmp_path / "resume").iterdir()), "the resume checkpoint is removed once the run is complete"
+
+
+RUNNER = """
+import json, sys
+from imbsam.data import load_split
+from imbsam.train import TrainConfig, train
+config = TrainConfig(**json.loads(sys.argv[1]))
+train(config, load_split(sys.argv[2]), sys.argv[3], sys.argv[4], progress=False)
+"""
+
+
+def _run(config, split, out, resume, wait=True):
+    command = [sys.executable, "-c", RUNNER, json.dumps(config), str(split), str(out), str(resume)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output
+        return output
+    return process
+
+
+def _weights(checkpoint):
+    import mindspore as ms
+
+    return {name: p.asnumpy() for name, p in ms.load_checkpoint(str(checkpoint)).items()}
+
+
+def _wait_for_epoch(resume, epoch, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for state in resume.glob("*/state.json"):
+            if json.loads(state.read_text())["epoch"] >= epoch:
+                return
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, signum):
+    split = synthetic_split(20, 5)
+    config = {"method": "imbsam", "seed": 1, "arch": "resnet32", "epochs": 3, "batch_size": 32,
+              "max_steps_per_epoch": 4, "eta": 20}
+    _run(config, split, tmp_path / "straight", tmp_path / "resume-straight")
+
+    process = _run(config, split, tmp_path / "resumed", tmp_path / "resume", wait=False)
+    _wait_for_epoch(tmp_path / "resume", 1, process)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    if signum == signal.SIGTERM:
+        assert "run the same command again to resume" in output, output
+    assert not (tmp_path / "resumed" / "train.json").exists()
+
+    output = _run(config, split, tmp_path / "resumed", tmp_path / "resume")
+    assert "resuming imbsam seed 1 after epoch" in output, output
+    straight = json.loads((tmp_path / "straight" / "train.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "train.json").read_text())
+    assert resumed["epochs_completed"] == 3
+    assert [h["test/all"] for h in resumed["history"]] == [h["test/all"] for h in straight["history"]]
+    expected = _weights(tmp_path / "straight" / "model" / "last.ckpt")
+    actual = _weights(tmp_path / "resumed" / "model" / "last.ckpt")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
