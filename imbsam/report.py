@@ -1,0 +1,429 @@
+"""Evaluation records -> the markdown report, its figures and the metrics file.
+
+Inputs are plain data: the evaluate stage's records, each run's train.json, the split summary
+and the params as a nested dict. Nothing here knows where those came from.
+"""
+
+import hashlib
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+GROUP_KEYS = ("many", "medium", "few", "all")
+OPTIMIZER_LABELS = {"sgd": "SGD", "sam": "SAM", "imbsam": "ImbSAM"}
+SELECTIONS = ("best", "last")
+
+# CIFAR-100-LT IF=100, balanced accuracy (%) after 200 epochs, best epoch on the test set, flip TTA.
+PUBLISHED = {
+    "Paper (PyTorch)": {
+        "source": "official PyTorch README of ImbSAM (the numbers of the ICCV 2023 paper)",
+        "results": {
+            "sgd": {"many": 77.8, "medium": 46.6, "few": 13.5, "all": 47.6},
+            "sam": {"many": 79.7, "medium": 49.3, "few": 12.4, "all": 48.9},
+            "imbsam": {"many": 75.9, "medium": 53.5, "few": 19.4, "all": 51.1},
+        },
+    },
+    "Authors' MindSpore": {
+        "source": "official MindSpore README of ImbSAM",
+        "results": {
+            "sgd": {"many": 65.2, "medium": 32.9, "few": 7.3, "all": 36.5},
+            "sam": {"many": 67.5, "medium": 34.6, "few": 7.6, "all": 38.0},
+            "imbsam": {"many": 63.2, "medium": 43.4, "few": 11.4, "all": 40.7},
+        },
+    },
+}
+
+# The paper's protocol as params.yaml keys (notes/paper.md, "Protocol").
+PAPER_DEFAULTS = {
+    "data.md5": "eb9058c3a382ffc7106e4002c42a8d85",
+    "split.imb_factor": 0.01,
+    "split.profile": "exp",
+    "split.shuffle_seed": -1,
+    "split.many_threshold": 100,
+    "split.few_threshold": 20,
+    "model.arch": "resnet34",
+    "train.optimizers": ["sgd", "sam", "imbsam"],
+    "train.seeds": [9826],
+    "train.epochs": 200,
+    "train.batch_size": 64,
+    "train.lr": 0.01,
+    "train.momentum": 0.9,
+    "train.weight_decay": 0.001,
+    "train.decay_bn": True,
+    "train.max_steps_per_epoch": 0,
+    "sam.rho": 0.05,
+    "imbsam.rho": 0.05,
+    "imbsam.eta": 20,
+    "imbsam.tail_loss_scale": 2.0,
+    "imbsam.bn_update_in_perturbed_pass": True,
+    "eval.flip_tta": True,
+    "eval.selection": "best",
+}
+# Stated in the report's own text (rows, seed count, protocol line) instead of warned about: other seeds, fewer
+# optimizers or the clean protocol are legitimate ways to run and read the paper's experiment.
+_PROTOCOL_NEUTRAL = ("train.optimizers", "train.seeds", "eval.flip_tta", "eval.selection")
+
+
+def flatten(params, prefix=""):
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in params.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _same(ours, paper):
+    if isinstance(paper, float) and isinstance(ours, (int, float)) and not isinstance(ours, bool):
+        return math.isclose(ours, paper, rel_tol=1e-9)
+    return ours == paper
+
+
+def differences_from_paper(params):
+    """[(dotted key, ours, paper)] for every paper-default key whose value differs (missing counts as different)."""
+    flat = flatten(params)
+    return [(key, flat.get(key), paper) for key, paper in PAPER_DEFAULTS.items() if not _same(flat.get(key), paper)]
+
+
+def comparability_warnings(params, summary):
+    """Why the numbers are not comparable with the paper's; empty when they are."""
+    warnings = [f"`{key}` = {ours!r} (paper: {paper!r})"
+                for key, ours, paper in differences_from_paper(params) if key not in _PROTOCOL_NEUTRAL]
+    if summary.get("synthetic"):
+        warnings.append("the data is a synthetic stand-in archive, not CIFAR-100")
+    return warnings
+
+
+def _group_values(records, selection, variant, key):
+    values = [record["variants"][selection][variant][key] for record in records]
+    # A group is empty by construction of the split, hence for every seed alike.
+    return None if any(v is None for v in values) else values
+
+
+def aggregate(evals, selection, flip_tta):
+    """Per optimizer, in the paper's row order: {"seeds": [...], "mean": {group: %}, "std": {group: %} or None}.
+
+    std is the sample standard deviation over seeds, None with a single seed; a group that is empty in the
+    split is None in both.
+    """
+    variant = "flip_tta" if flip_tta else "plain"
+    by_optimizer = {}
+    for record in evals:
+        by_optimizer.setdefault(record["optimizer"], []).append(record)
+    result = {}
+    for optimizer in sorted(by_optimizer, key=_row_order):
+        records = sorted(by_optimizer[optimizer], key=lambda r: r["seed"])
+        single = len(records) < 2
+        mean, std = {}, {}
+        for key in GROUP_KEYS:
+            values = _group_values(records, selection, variant, key)
+            mean[key] = None if values is None else float(np.mean(values))
+            std[key] = None if values is None or single else float(np.std(values, ddof=1))
+        result[optimizer] = {"seeds": [r["seed"] for r in records], "mean": mean, "std": None if single else std}
+    return result
+
+
+def _row_order(optimizer):
+    order = list(OPTIMIZER_LABELS)
+    return (order.index(optimizer) if optimizer in order else len(order), optimizer)
+
+
+def metrics(aggregated):
+    """The DVC metrics file's content: optimizer -> {many, medium, few, all} mean over seeds, in percent."""
+    return {optimizer: {key: None if value is None else round(value, 4) for key, value in row["mean"].items()}
+            for optimizer, row in aggregated.items()}
+
+
+def _colour(optimizer):
+    order = list(OPTIMIZER_LABELS)
+    return f"C{order.index(optimizer) if optimizer in order else len(order)}"
+
+
+def _label(optimizer):
+    return OPTIMIZER_LABELS.get(optimizer, optimizer)
+
+
+def _cell(mean, std):
+    if mean is None:
+        return "n/a"
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def _signed(value):
+    # Rounded first so that -0.04 reads +0.0, not a negative zero; U+2212 is the typographic minus.
+    value = round(value, 1)
+    return f"+{value:.1f}" if value >= 0 else f"\u2212{abs(value):.1f}"
+
+
+def results_table(aggregated):
+    rows = []
+    for optimizer, row in aggregated.items():
+        std = row["std"] or {}
+        rows.append([_label(optimizer), *(_cell(row["mean"][k], std.get(k)) for k in GROUP_KEYS),
+                     len(row["seeds"])])
+    return tabulate(rows, headers=["Optimizer", "Many", "Medium", "Few", "All", "Seeds"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def comparison_table(aggregated, published):
+    """Published values with (ours - published) beside each, for the optimizers both have."""
+    rows = []
+    for optimizer, row in aggregated.items():
+        if optimizer not in published:
+            continue
+        cells = []
+        for key in GROUP_KEYS:
+            ours, theirs = row["mean"][key], published[optimizer][key]
+            cells.append(f"{theirs:.1f} (n/a)" if ours is None else f"{theirs:.1f} ({_signed(ours - theirs)})")
+        rows.append([_label(optimizer), *cells])
+    return tabulate(rows, headers=["Optimizer", "Many", "Medium", "Few", "All"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def describe_protocol(selection, flip_tta):
+    epoch = ("the best epoch, chosen by test accuracy without TTA (the authors' protocol: selection on the test set)"
+             if selection == "best" else "the last epoch (no choice made on the test set)")
+    return f"{epoch}, {'with' if flip_tta else 'without'} horizontal-flip test-time augmentation"
+
+
+def read_metric_tsv(path):
+    """A dvclive metric file (columns step, <metric>[, timestamp]) -> (steps, values) arrays."""
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split("\t")
+    value_column = next(i for i, name in enumerate(header) if name not in ("step", "timestamp"))
+    rows = [line.split("\t") for line in lines[1:] if line.strip()]
+    steps = np.array([int(row[header.index("step")]) for row in rows])
+    values = np.array([float(row[value_column]) for row in rows])
+    return steps, values
+
+
+def _pyplot():
+    import matplotlib
+
+    # Headless: stages run without a display.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_per_class(evals, class_counts, groups_thresholds, selection, flip_tta, path):
+    """Per-class test accuracy (mean over seeds) against the class's training-set size, log x."""
+    plt = _pyplot()
+    variant = "flip_tta" if flip_tta else "plain"
+    counts = np.asarray(class_counts, dtype=np.float64)
+    by_optimizer = {}
+    for record in evals:
+        per_class = [np.nan if a is None else a for a in record["variants"][selection][variant]["per_class"]]
+        by_optimizer.setdefault(record["optimizer"], []).append(per_class)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    shown = counts > 0
+    for optimizer in sorted(by_optimizer, key=_row_order):
+        with np.errstate(all="ignore"):
+            accuracy = np.nanmean(np.asarray(by_optimizer[optimizer], dtype=np.float64), axis=0)
+        ax.scatter(counts[shown], accuracy[shown], s=14, alpha=0.7, color=_colour(optimizer), label=_label(optimizer))
+    for threshold in groups_thresholds:
+        ax.axvline(threshold, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("test accuracy of the class (%)")
+    ax.set_title(f"Per-class accuracy: {selection} epoch, {'flip TTA' if flip_tta else 'no TTA'}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(curves, optimizers, path):
+    """curves: {run name: {"test/all": (steps, values), "train/loss": (steps, values)}}, either may be absent.
+
+    optimizers: {run name: optimizer}, so that a run takes its optimizer's colour, as in the per-class figure.
+    dvclive's step is the 0-based epoch index, plotted as the 1-based epoch train.json counts in.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    linestyles = ("-", "--", ":", "-.")
+    seen = {}
+    for name in sorted(curves, key=lambda n: (_row_order(optimizers[n]), n)):
+        optimizer = optimizers[name]
+        style = {"color": _colour(optimizer), "linestyle": linestyles[seen.get(optimizer, 0) % len(linestyles)]}
+        seen[optimizer] = seen.get(optimizer, 0) + 1
+        for ax, metric in ((acc_ax, "test/all"), (loss_ax, "train/loss")):
+            if metric in curves[name]:
+                steps, values = curves[name][metric]
+                ax.plot(steps + 1, values, label=name, **style)
+    acc_ax.set_title("balanced test accuracy, no TTA")
+    acc_ax.set_ylabel("test/all (%)")
+    loss_ax.set_title("training loss")
+    loss_ax.set_ylabel("train/loss")
+    for ax in (acc_ax, loss_ax):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def git_state(directory="."):
+    """"<commit> (clean|dirty)", or why there is none: the report must render outside a repository too."""
+    def git(*args):
+        return subprocess.run(["git", *args], check=False, cwd=directory, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "no git commit (not a repository, or no commit yet)"
+        status = git("status", "--porcelain")
+    except (OSError, subprocess.SubprocessError):
+        return "git not available"
+    return f"{head.stdout.strip()} ({'dirty' if status.stdout.strip() else 'clean'})"
+
+
+def sha256_of(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _duration(seconds):
+    if seconds is None:
+        return "n/a"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def _device(info):
+    if not info:
+        return "n/a"
+    threads = f", {info['threads']} threads" if info.get("threads") else ""
+    return f"{info.get('target', '?')} ({info.get('mode', '?')}{threads})"
+
+
+def runs_table(trains):
+    rows = []
+    for name, run in trains.items():
+        img_per_s = run.get("train_img_per_s")
+        rows.append([name, _device(run.get("device")), f"{run.get('epochs_completed')}/{run.get('epochs')}",
+                     run.get("best_epoch"), run.get("last_epoch"), run.get("steps_per_epoch"),
+                     _duration(run.get("wall_time_s")), "n/a" if img_per_s is None else f"{img_per_s:.1f}"])
+    return tabulate(rows, headers=["Run", "Device", "Epochs done/planned", "Best epoch", "Last epoch",
+                                   "Steps/epoch", "Wall time", "Train img/s"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def _differences_table(params):
+    rows = [[f"`{key}`", json.dumps(ours), json.dumps(paper)] for key, ours, paper in differences_from_paper(params)]
+    if not rows:
+        return "None: every paper-protocol key has the paper's value."
+    return tabulate(rows, headers=["Key", "This report", "Paper"], tablefmt="github", disable_numparse=True)
+
+
+def _group_sizes(summary):
+    return " / ".join(str(len(summary["groups"][g])) for g in ("many", "medium", "few"))
+
+
+HOW_TO_READ = """## How to read this
+
+- **Paper-comparable**: `eval.selection=best` with `eval.flip_tta=true`, the authors' protocol. The best
+  epoch is chosen by accuracy on the test set, so this is selection on the test set and an optimistic
+  estimate, kept only to compare with the published tables.
+- **Clean**: the last epoch without TTA. Nothing is chosen on the test set; prefer it for conclusions of
+  your own.
+- Many / Medium / Few: classes with > 100, 20 to 100 and < 20 training images. Every figure is the mean
+  of per-class accuracies (balanced), so each class counts once.
+- With a single seed there is no spread to show: a gap of a point or two between optimizers may be seed
+  noise.
+- The MindSpore README's numbers come from the authors' MindSpore code, which has known defects (for
+  one, no weight decay on BatchNorm parameters); the PyTorch numbers are the paper's.
+"""
+
+
+def _banner(params, summary):
+    warnings = comparability_warnings(params, summary)
+    if not warnings:
+        return []
+    headline = "> **WARNING: these numbers are not comparable with the paper's.** This run differs from its protocol:"
+    return [headline, ">", *(f"> - {w}" for w in warnings), ""]
+
+
+def _results_section(evals, selected, selection, flip_tta):
+    seeds = sorted({record["seed"] for record in evals})
+    seed_text = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
+    spread = "mean ± sample standard deviation over" if len(seeds) > 1 else "from"
+    protocol = (f"selected protocol (`eval.selection={selection}`, `eval.flip_tta={str(flip_tta).lower()}`): "
+                f"{describe_protocol(selection, flip_tta)}")
+    lines = ["## Results", "",
+             f"Balanced accuracy (%) on {evals[0].get('test_total')} test images, {spread} {seed_text}; {protocol}.",
+             "", results_table(selected), ""]
+    if (selection, flip_tta) == ("last", False):
+        return [*lines, "The selected protocol is the clean one.", ""]
+    return [*lines, "### Clean protocol", "", f"Same runs, {describe_protocol('last', False)}.", "",
+            results_table(aggregate(evals, "last", False)), ""]
+
+
+def _comparison_section(selected):
+    legend = ("Each cell: the published value, then (ours \u2212 published) with ours under the selected protocol. "
+              "Published: CIFAR-100-LT IF=100, 200 epochs, best test epoch, flip TTA.")
+    lines = ["## Against the published numbers", "", legend, ""]
+    for title, table in PUBLISHED.items():
+        lines += [f"### {title}", "", f"Source: {table['source']}.", "",
+                  comparison_table(selected, table["results"]), ""]
+    return lines
+
+
+def _provenance_section(trains, summary, params, provenance):
+    mindspore_versions = sorted({str((run.get("device") or {}).get("mindspore")) for run in trains.values()})
+    source = "synthetic stand-in archive" if summary.get("synthetic") else "CIFAR-100"
+    data = (f"{source}, profile {summary.get('profile')}, imb_factor {summary.get('imb_factor')}, "
+            f"{summary.get('train_total')} training images, many / medium / few classes {_group_sizes(summary)}")
+    return ["## Provenance", "",
+            f"- Git: {provenance['git']}",
+            f"- params.yaml sha256: `{provenance['params_sha256']}`",
+            f"- Python {provenance['python']} (report); MindSpore {', '.join(mindspore_versions)} (runs)",
+            f"- Data: {data}",
+            "", "### Params that differ from the paper's protocol", "", _differences_table(params), "",
+            "### Runs", "", runs_table(trains), ""]
+
+
+def render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance):
+    """The report. provenance: {"git": str, "params_sha256": str, "python": str}."""
+    selected = aggregate(evals, selection, flip_tta)
+    imb_factor = summary.get("imb_factor")
+    title_if = f"IF={round(1 / imb_factor)}" if imb_factor else "imbalance factor unknown"
+    figures = ["## Figures", "",
+               "![Per-class accuracy against training-set size](per_class.png)", "",
+               "![Test accuracy and training loss per epoch](curves.png)", ""]
+    without_curves = [name for name in trains if not curves.get(name)]
+    if without_curves:
+        figures += [f"No per-epoch curves (dvclive files) for: {', '.join(without_curves)}.", ""]
+    return "\n".join([f"# ImbSAM reproduction: CIFAR-100-LT ({title_if})", "",
+                      *_banner(params, summary),
+                      *_results_section(evals, selected, selection, flip_tta),
+                      *_comparison_section(selected),
+                      *figures,
+                      HOW_TO_READ,
+                      *_provenance_section(trains, summary, params, provenance)])
+
+
+def write_report(out_dir, evals, trains, curves, summary, params, selection, flip_tta, provenance):
+    """Write report.md, per_class.png, curves.png and metrics.json into out_dir; return the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    selected = metrics(aggregate(evals, selection, flip_tta))
+    (out_dir / "metrics.json").write_text(json.dumps(selected, indent=2) + "\n")
+    (out_dir / "report.md").write_text(
+        render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance))
+    thresholds = [summary.get("few_threshold", 20), summary.get("many_threshold", 100)]
+    plot_per_class(evals, summary["class_counts"], thresholds, selection, flip_tta, out_dir / "per_class.png")
+    plot_curves(curves, {name: run["optimizer"] for name, run in trains.items()}, out_dir / "curves.png")
+    return selected

@@ -1,0 +1,108 @@
+"""Stage evaluate@<optimizer>-<seed>: test accuracy of one run's last and best checkpoints.
+
+Always computes all four variants (last / best epoch x without / with flip TTA), so the
+report's choice among them (eval.selection, eval.flip_tta) never re-runs this stage.
+Writes evals/<optimizer>-<seed>.json and prints a short table.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from _common import load_params, main_guard, param
+from tabulate import tabulate
+
+from imbsam import device
+from imbsam.errors import InputError
+
+SPLIT_DIR = Path("data/split")
+RUNS_DIR = Path("runs")
+EVALS_DIR = Path("evals")
+SELECTIONS = ("last", "best")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizer", required=True)
+    parser.add_argument("--seed", required=True, type=int)
+    return parser.parse_args()
+
+
+def read_run(name, arch):
+    """train.json of the run, checked against what this stage is about to build."""
+    run_dir = RUNS_DIR / name
+    train_json = run_dir / "train.json"
+    if not train_json.is_file():
+        raise InputError(f"{train_json} not found: run `dvc repro train@{name}` first")
+    run = json.loads(train_json.read_text())
+    if run.get("arch") != arch:
+        raise InputError(f"model.arch={arch!r} but {name} was trained as {run.get('arch')!r}: "
+                         f"run `dvc repro train@{name}` or restore model.arch")
+    for selection in SELECTIONS:
+        checkpoint = run_dir / "model" / f"{selection}.ckpt"
+        if not checkpoint.is_file():
+            raise InputError(f"{checkpoint} not found: run `dvc repro train@{name}` first")
+    return run
+
+
+def print_table(name, variants):
+    rows = [
+        [selection, result["epoch"], variant, *(result[g] for g in ("many", "medium", "few", "all"))]
+        for selection, by_variant in variants.items()
+        for variant, result in by_variant.items()
+    ]
+    print(f"{name}: balanced test accuracy (%)")
+    print(tabulate(rows, headers=["selection", "epoch", "variant", "many", "medium", "few", "all"],
+                   floatfmt=".2f", missingval="n/a"))
+
+
+def main():
+    args = parse_args()
+    params = load_params()
+    arch = param(params, "model.arch", check=(lambda v: isinstance(v, str), "a model name such as resnet34"))
+    batch_size = param(params, "eval.batch_size",
+                       check=(lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "an integer > 0"))
+    target = param(params, "device.target", choices=device.TARGETS)
+    name = f"{args.optimizer}-{args.seed}"
+    run = read_run(name, arch)
+
+    info = device.setup(target)
+    # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
+    from imbsam.data import load_split
+    from imbsam.evaluate import evaluate_checkpoint
+    from imbsam.models import ARCHS, create_model
+
+    if arch not in ARCHS:
+        raise InputError(f"params.yaml: model.arch={arch!r} is not one of {', '.join(ARCHS)}")
+    split = load_split(SPLIT_DIR)
+    summary = split["summary"]
+    network = create_model(arch, num_classes=summary["num_classes"])
+
+    variants = {}
+    for selection in SELECTIONS:
+        epoch = run[f"{selection}_epoch"]
+        # The best epoch is often the last one; its checkpoint holds the same weights, so reuse the result.
+        if selection == "best" and epoch == run["last_epoch"]:
+            variants[selection] = variants["last"]
+            continue
+        results = evaluate_checkpoint(network, RUNS_DIR / name / "model" / f"{selection}.ckpt",
+                                      split["test_images"], split["test_labels"], summary["groups"],
+                                      summary["num_classes"], batch_size)
+        variants[selection] = {variant: {"epoch": epoch, **result} for variant, result in results.items()}
+
+    EVALS_DIR.mkdir(exist_ok=True)
+    record = {
+        "optimizer": args.optimizer,
+        "seed": args.seed,
+        "arch": arch,
+        "num_classes": summary["num_classes"],
+        "test_total": len(split["test_labels"]),
+        "device": info,
+        "variants": variants,
+    }
+    (EVALS_DIR / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print_table(name, variants)
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,263 @@
+"""The report from hand-made evaluation records, train.json files and dvclive curves.
+
+Six classes: 0-1 many, 2-3 medium, 4-5 few. Every expected number below is worked out by hand from
+the per-class accuracies the fixture writes.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imbsam import report
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT_STAGE = REPO / "stages" / "report.py"
+GROUPS = {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
+CLASS_COUNTS = [500, 200, 50, 30, 10, 5]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Per-class accuracy (%) of the best epoch with flip TTA; the other variants subtract an offset.
+BEST_TTA = {
+    ("sgd", 1): [90, 80, 60, 40, 20, 10],   # many 85, medium 50, few 15, all 50
+    ("sgd", 2): [94, 84, 64, 44, 24, 14],   # many 89, medium 54, few 19, all 54
+    ("imbsam", 1): [80, 70, 70, 50, 40, 30],  # many 75, medium 60, few 35, all 56.67
+    ("imbsam", 2): [76, 66, 66, 46, 36, 26],  # many 71, medium 56, few 31, all 52.67
+}
+OFFSETS = {("best", "flip_tta"): 0, ("best", "plain"): 2, ("last", "flip_tta"): 3, ("last", "plain"): 5}
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def _variant(per_class, epoch, tta, groups=GROUPS):
+    result = {"epoch": epoch, "tta": tta, "per_class": per_class}
+    result.update({name: _mean([per_class[c] for c in classes]) for name, classes in groups.items()})
+    result["all"] = _mean(per_class)
+    return result
+
+
+def eval_record(optimizer, seed, groups=GROUPS):
+    variants = {}
+    for (selection, variant), offset in OFFSETS.items():
+        per_class = [a - offset for a in BEST_TTA[(optimizer, seed)]]
+        epoch = 7 if selection == "best" else 10
+        variants.setdefault(selection, {})[variant] = _variant(per_class, epoch, variant == "flip_tta", groups)
+    return {"optimizer": optimizer, "seed": seed, "arch": "resnet32", "num_classes": 6, "test_total": 600,
+            "device": {"target": "CPU"}, "variants": variants}
+
+
+def train_record(optimizer, seed, params):
+    return {"optimizer": optimizer, "seed": seed, "arch": params["model"]["arch"], "epochs": 10,
+            "epochs_completed": 10, "best_epoch": 7, "last_epoch": 10, "wall_time_s": 95.0,
+            "train_img_per_s": 123.4, "steps_per_epoch": 5, "max_steps_per_epoch": 5,
+            "device": {"target": "CPU", "mode": "pynative", "threads": 2, "mindspore": "2.10.0"}, "params": params}
+
+
+def summary(synthetic):
+    return {"imb_factor": 0.01, "profile": "exp", "num_classes": 6, "class_names": list("abcdef"),
+            "class_counts": CLASS_COUNTS, "groups": GROUPS, "many_threshold": 100, "few_threshold": 20,
+            "train_total": sum(CLASS_COUNTS), "test_total": 600, "synthetic": synthetic}
+
+
+def paper_params():
+    """The repository's params.yaml, whose defaults are the paper's protocol."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def smoke_params(optimizers=("sgd", "imbsam"), seeds=(1, 2)):
+    params = paper_params()
+    params["model"]["arch"] = "resnet32"
+    params["train"].update(epochs=10, max_steps_per_epoch=5, optimizers=list(optimizers), seeds=list(seeds))
+    return params
+
+
+RUNS = [("sgd", 1), ("sgd", 2), ("imbsam", 1)]
+MATRIX = [("sgd", 1), ("sgd", 2), ("imbsam", 1), ("imbsam", 2)]
+
+
+def write_workspace(root, params, synthetic=True, runs=MATRIX):
+    """What the report stage reads: params.yaml, the split summary, evals/ and runs/."""
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "data" / "split").mkdir(parents=True)
+    (root / "data" / "split" / "summary.json").write_text(json.dumps(summary(synthetic)))
+    (root / "evals").mkdir()
+    for optimizer, seed in runs:
+        name = f"{optimizer}-{seed}"
+        (root / "evals" / f"{name}.json").write_text(json.dumps(eval_record(optimizer, seed)))
+        run_dir = root / "runs" / name
+        metric_dir = run_dir / "live" / "plots" / "metrics"
+        for metric, column, values in (("test/all", "all", [10 + seed, 30, 40]), ("train/loss", "loss", [4.0, 3.1, 2.5])):
+            path = metric_dir / f"{metric}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"step\t{column}\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(values)))
+        (run_dir / "train.json").write_text(json.dumps(train_record(optimizer, seed, params)))
+
+
+def table_rows(markdown):
+    """Cells of every github-table body row, stripped: independent of column widths."""
+    return [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in markdown.splitlines() if line.startswith("|") and not line.startswith("|--")]
+
+
+def run_stage(cwd):
+    return subprocess.run([sys.executable, str(REPORT_STAGE)], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def _records():
+    return [eval_record(optimizer, seed) for optimizer, seed in RUNS]
+
+
+def test_aggregate_mean_and_sample_std_over_seeds():
+    aggregated = report.aggregate(_records(), "best", flip_tta=True)
+    assert list(aggregated) == ["sgd", "imbsam"]
+    sgd = aggregated["sgd"]
+    assert sgd["seeds"] == [1, 2]
+    assert sgd["mean"] == pytest.approx({"many": 87.0, "medium": 52.0, "few": 17.0, "all": 52.0})
+    # Two seeds 4 points apart: sample std = 4 / sqrt(2).
+    assert sgd["std"] == pytest.approx({k: 2 ** 1.5 for k in report.GROUP_KEYS})
+    assert aggregated["imbsam"]["std"] is None
+    clean = report.aggregate(_records(), "last", flip_tta=False)
+    assert clean["sgd"]["mean"] == pytest.approx({"many": 82.0, "medium": 47.0, "few": 12.0, "all": 47.0})
+
+
+def test_rows_follow_the_papers_order_whatever_the_input_order():
+    records = [eval_record("imbsam", 1), eval_record("sgd", 2), eval_record("sgd", 1)]
+    assert list(report.aggregate(records, "best", True)) == ["sgd", "imbsam"]
+
+
+def test_an_empty_group_stays_none_through_tables_and_metrics():
+    groups = {"many": [0, 1, 2, 3], "medium": [4, 5], "few": []}
+    aggregated = report.aggregate([eval_record("sgd", 1, groups)], "best", True)
+    assert aggregated["sgd"]["mean"]["few"] is None
+    assert report.metrics(aggregated)["sgd"]["few"] is None
+    assert ["SGD", "67.5", "15.0", "n/a", "50.0", "1"] in table_rows(report.results_table(aggregated))
+    assert "13.5 (n/a)" in report.comparison_table(aggregated, report.PUBLISHED["Paper (PyTorch)"]["results"])
+
+
+def test_comparison_shows_published_value_and_our_signed_difference():
+    aggregated = report.aggregate(_records(), "best", True)
+    table = report.comparison_table(aggregated, report.PUBLISHED["Paper (PyTorch)"]["results"])
+    # SGD: ours 87 / 52 / 17 / 52; ImbSAM: ours 75 / 60 / 35 / 56.67.
+    assert table_rows(table)[1:] == [["SGD", "77.8 (+9.2)", "46.6 (+5.4)", "13.5 (+3.5)", "47.6 (+4.4)"],
+                                     ["ImbSAM", "75.9 (\u22120.9)", "53.5 (+6.5)", "19.4 (+15.6)", "51.1 (+5.6)"]]
+
+
+def test_the_repository_defaults_are_the_paper_protocol():
+    assert report.differences_from_paper(paper_params()) == []
+    assert report.comparability_warnings(paper_params(), summary(synthetic=False)) == []
+
+
+def test_smoke_config_is_flagged_with_every_reason():
+    warnings = report.comparability_warnings(smoke_params(), summary(synthetic=True))
+    text = "\n".join(warnings)
+    for expected in ("`model.arch` = 'resnet32'", "`train.epochs` = 10", "`train.max_steps_per_epoch` = 5",
+                     "synthetic"):
+        assert expected in text
+    # Seeds and optimizers change what is run, not how: they are stated, not warned about.
+    assert "train.seeds" not in text and "train.optimizers" not in text
+
+
+def test_imbalance_factor_and_float_params_compare_by_value():
+    params = paper_params()
+    params["split"]["imb_factor"] = 0.02
+    params["train"]["lr"] = 1e-2
+    assert [key for key, _, _ in report.differences_from_paper(params)] == ["split.imb_factor"]
+
+
+def test_read_metric_tsv_takes_the_value_column_whatever_its_name(tmp_path):
+    path = tmp_path / "acc.tsv"
+    path.write_text("step\tacc\ttimestamp\n0\t0.25\t1700000000\n1\t0.5\t1700000100\n")
+    steps, values = report.read_metric_tsv(path)
+    assert steps.tolist() == [0, 1] and values.tolist() == [0.25, 0.5]
+
+
+def test_git_state_outside_a_repository(tmp_path):
+    assert report.git_state(tmp_path).startswith("no git commit")
+
+
+def test_report_stage_renders_tables_figures_and_metrics(tmp_path):
+    write_workspace(tmp_path, smoke_params())
+    result = run_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    reports = tmp_path / "reports"
+    md = (reports / "report.md").read_text()
+    assert "WARNING: these numbers are not comparable" in md
+    assert "2 seeds (1, 2)" in md and "`eval.selection=best`, `eval.flip_tta=true`" in md
+    # Selected protocol (best, TTA), then the clean one (last, no TTA).
+    rows = table_rows(md)
+    assert ["SGD", "87.0 ± 2.8", "52.0 ± 2.8", "17.0 ± 2.8", "52.0 ± 2.8", "2"] in rows
+    assert ["ImbSAM", "73.0 ± 2.8", "58.0 ± 2.8", "33.0 ± 2.8", "54.7 ± 2.8", "2"] in rows
+    assert ["SGD", "82.0 ± 2.8", "47.0 ± 2.8", "12.0 ± 2.8", "47.0 ± 2.8", "2"] in rows
+    assert ["ImbSAM", "68.0 ± 2.8", "53.0 ± 2.8", "28.0 ± 2.8", "49.7 ± 2.8", "2"] in rows
+    assert ["ImbSAM", "75.9 (\u22122.9)", "53.5 (+4.5)", "19.4 (+13.6)", "51.1 (+3.6)"] in rows
+    assert ["ImbSAM", "63.2 (+9.8)", "43.4 (+14.6)", "11.4 (+21.6)", "40.7 (+14.0)"] in rows
+    assert ["sgd-1", "CPU (pynative, 2 threads)", "10/10", "7", "10", "5", "1.6 min", "123.4"] in rows
+    assert ["`train.epochs`", "10", "200"] in rows
+    assert md.index("## Results") < md.index("### Clean protocol") < md.index("## Against the published numbers")
+    assert "No per-epoch curves" not in md
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics == {"sgd": {"many": 87.0, "medium": 52.0, "few": 17.0, "all": 52.0},
+                       "imbsam": {"many": 73.0, "medium": 58.0, "few": 33.0, "all": pytest.approx(54.6667)}}
+    for figure in ("per_class.png", "curves.png"):
+        assert (reports / figure).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_paper_config_has_no_banner_and_clean_selection_is_not_repeated(tmp_path):
+    params = paper_params()
+    params["train"].update(optimizers=["sgd", "imbsam"], seeds=[1])
+    params["eval"].update(selection="last", flip_tta=False)
+    write_workspace(tmp_path, params, synthetic=False, runs=[("sgd", 1), ("imbsam", 1)])
+    result = run_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert "WARNING" not in md
+    assert "### Clean protocol" not in md and "The selected protocol is the clean one." in md
+    assert ["SGD", "80.0", "45.0", "10.0", "45.0", "1"] in table_rows(md)
+    assert json.loads((tmp_path / "reports" / "metrics.json").read_text())["sgd"] == {
+        "many": 80.0, "medium": 45.0, "few": 10.0, "all": 45.0}
+
+
+def test_unknown_selection_fails_fast_naming_the_key(tmp_path):
+    params = smoke_params()
+    params["eval"]["selection"] = "median"
+    write_workspace(tmp_path, params)
+    result = run_stage(tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: params.yaml: eval.selection='median' is not one of best, last"]
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_run_without_curves_is_named(tmp_path):
+    write_workspace(tmp_path, smoke_params())
+    for tsv in (tmp_path / "runs" / "sgd-2" / "live").rglob("*.tsv"):
+        tsv.unlink()
+    result = run_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "No per-epoch curves (dvclive files) for: sgd-2." in (tmp_path / "reports" / "report.md").read_text()
+
+
+def test_missing_evaluation_names_the_stage_to_run(tmp_path):
+    write_workspace(tmp_path, smoke_params())
+    (tmp_path / "evals" / "imbsam-2.json").unlink()
+    result = run_stage(tmp_path)
+    assert result.returncode == 1
+    assert "dvc repro evaluate@imbsam-2" in result.stderr
+
+
+def test_report_stage_params_cover_every_paper_default():
+    """A paper-default key the report compares must be a report param, or changing it leaves the report stale."""
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
+    declared = stage["params"]
+    for key in report.PAPER_DEFAULTS:
+        assert any(key == d or key.startswith(f"{d}.") for d in declared), key
+
+
+def test_evaluate_stage_does_not_depend_on_report_choices():
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]
+    assert not {"eval", "eval.flip_tta", "eval.selection"} & set(stage["params"])
