@@ -8,9 +8,10 @@ import argparse
 
 from _common import load_params, main_guard, param
 
+from imbsam.device import MODES, TARGETS, setup
 from imbsam.errors import InputError
 
-QUICK_RUN = ("dvc exp run -S model.arch=resnet32 -S train.epochs=2 -S train.max_steps_per_epoch=40 "
+QUICK_RUN = ("dvc exp run -S model.arch=resnet32 -S train.epochs=2 -S train.max_steps_per_epoch=20 "
              "(see README: Quick CPU run)")
 
 
@@ -51,11 +52,10 @@ def main():
 
     params = load_params()
     config = config_from_params(params, args.optimizer, seed)
-    target = param(params, "device.target", choices=("auto", "CPU", "GPU", "Ascend"))
-    mode = param(params, "train.mode", choices=("auto", "pynative", "graph"))
+    target = param(params, "device.target", choices=TARGETS)
+    mode = param(params, "train.mode", choices=MODES)
 
     from imbsam.data import load_split
-    from imbsam.device import setup
     from imbsam.train import train
 
     split = load_split("data/split")
