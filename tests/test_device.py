@@ -1,0 +1,34 @@
+"""Device selection on a machine with a CPU only (what CI has)."""
+
+import mindspore as ms
+import pytest
+
+from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target
+from imbsam.errors import InputError
+
+
+def test_auto_falls_back_to_the_cpu(monkeypatch):
+    monkeypatch.delenv(IMAGE_TARGET_ENV, raising=False)
+    assert resolve_target("auto", ms) == "CPU"
+    assert resolve_target("CPU", ms) == "CPU"
+
+
+@pytest.mark.parametrize("target, hint", [("GPU", "--gpus all"), ("Ascend", "/dev/davinci")])
+def test_a_missing_accelerator_is_a_clear_error(target, hint):
+    with pytest.raises(InputError, match=hint):
+        resolve_target(target, ms)
+
+
+@pytest.mark.parametrize("image, hint", [("gpu", "--gpus all"), ("ascend", "davinci_manager")])
+def test_an_accelerator_image_without_its_device_refuses_to_fall_back(monkeypatch, image, hint):
+    monkeypatch.setenv(IMAGE_TARGET_ENV, image)
+    with pytest.raises(InputError, match=hint):
+        resolve_target("auto", ms)
+
+
+def test_unknown_target_and_mode_are_rejected():
+    with pytest.raises(InputError, match="device.target"):
+        resolve_target("TPU", ms)
+    with pytest.raises(InputError, match="train.mode"):
+        resolve_mode("graph")
+    assert resolve_mode("auto") == "pynative"
