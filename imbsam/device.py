@@ -5,6 +5,7 @@ accepts one `set_device` per process, and the oneDNN setting must be in the
 environment before `import mindspore`.
 """
 
+import glob
 import os
 import platform
 import sys
@@ -27,16 +28,23 @@ _HINTS = {
 }
 
 
-def _prefer_gemm_convolutions():
-    """On AVX-512 CPUs MindSpore's bundled oneDNN falls back to a scalar reference
+def prepare_environment(target="auto"):
+    """Set what must be in the environment before MindSpore is imported: call it first.
+
+    On AVX-512 CPUs MindSpore's bundled oneDNN falls back to a scalar reference
     convolution; capping the ISA at AVX2 selects its GEMM path (about 45x faster here).
-    A value the user set is respected."""
-    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+    A value the user set is respected.
+    """
+    if target in ("auto", "CPU"):
+        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 
 def _available(ms, target):
     if target == "CPU":
         return True
+    if target == "Ascend" and not glob.glob("/dev/davinci[0-9]*"):
+        # Without an NPU device node, probing only makes MindSpore log plugin load failures.
+        return False
     try:
         return bool(ms.hal.is_available(target))
     except (RuntimeError, ValueError, AttributeError):
@@ -74,8 +82,7 @@ def setup(target="auto", mode="auto", deterministic=False):
     """Select the device and execution mode; return a description for run metadata."""
     if target not in TARGETS:
         raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
-    if target in ("auto", "CPU"):
-        _prefer_gemm_convolutions()
+    prepare_environment(target)
     import mindspore as ms
 
     resolved = resolve_target(target, ms)

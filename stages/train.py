@@ -8,7 +8,7 @@ import argparse
 
 from _common import load_params, main_guard, param
 
-from imbsam.device import MODES, TARGETS, setup
+from imbsam.device import MODES, TARGETS, prepare_environment, setup
 from imbsam.errors import InputError
 
 QUICK_RUN = ("dvc exp run -S model.arch=resnet32 -S train.epochs=2 -S train.max_steps_per_epoch=20 "
@@ -51,9 +51,10 @@ def main():
         raise InputError(f"params.yaml: train.seeds contains {args.seed!r}: seeds must be integers >= 0") from None
 
     params = load_params()
-    config = config_from_params(params, args.optimizer, seed)
     target = param(params, "device.target", choices=TARGETS)
     mode = param(params, "train.mode", choices=MODES)
+    prepare_environment(target)
+    config = config_from_params(params, args.optimizer, seed)
 
     from imbsam.data import load_split
     from imbsam.train import train
