@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Build the cpu target of ./Dockerfile without a Docker engine (buildah + debootstrap)
+# and smoke-run the DVC pipeline inside the image on a synthetic archive.
+#
+# Usage: scripts/build_image_smoke.sh [--build-only | --smoke-only] [--no-cache] [--prune]
+#   --build-only  build the image and check it (imports, mindspore.run_check, dvc,
+#                 git); no pipeline run. The reduced form for CI.
+#   --smoke-only  skip the build; smoke-run an image built before.
+#   --no-cache    rebuild every layer (default: reuse buildah's layer cache).
+#   --prune       afterwards delete dangling images (old layer caches; vfs keeps a
+#                 full copy of the filesystem per layer).
+#
+# The cpu target's default base, python:3.11-slim-bookworm, cannot be pulled here, so
+# a stand-in is made: Debian 12 minbase (debootstrap) as DEBIAN_IMAGE, plus a CPython
+# >= 3.11.4 copied into /usr/local (where the python image has it) as BASE_IMAGE.
+# Debian 12's own python3 (3.11.2) is too old for imbsam.data (tarfile filters).
+#
+# Needs root and Debian/Ubuntu apt (installs buildah and debootstrap if missing).
+# Environment (defaults in brackets):
+#   ROOTFS_CACHE  where the debootstrapped rootfs tarball is kept [/var/cache/imbsam-build]
+#   DEBIAN_IMAGE  the imported rootfs [localhost/debian:bookworm-local]
+#   PYTHON_PREFIX a relocatable CPython 3.11.x (x >= 4) built for Debian 12, e.g. a pyenv
+#                 version [sys.base_prefix of the host's python3 if it qualifies]
+#   BASE_IMAGE    DEBIAN_IMAGE + that Python [localhost/python:3.11-bookworm-local]
+#   IMAGE         image to build and run [localhost/imbsam:cpu]
+#   HOST_CA       CA bundle handed to pip in the build; empty = none
+#                 [/etc/ssl/certs/ca-certificates.crt]
+#   SMOKE_USER    uid:gid the pipeline runs as, like `docker run --user` [1000:1000]
+#   KEEP_WORKDIR  1 = keep the smoke workspace for inspection [0]
+set -euo pipefail
+
+mode=full
+no_cache=()
+prune=0
+for arg in "$@"; do
+    case $arg in
+    --build-only) mode=build ;;
+    --smoke-only) mode=smoke ;;
+    --no-cache) no_cache=(--no-cache) ;;
+    --prune) prune=1 ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOTFS_CACHE=${ROOTFS_CACHE:-/var/cache/imbsam-build}
+DEBIAN_IMAGE=${DEBIAN_IMAGE:-localhost/debian:bookworm-local}
+BASE_IMAGE=${BASE_IMAGE:-localhost/python:3.11-bookworm-local}
+PYTHON_PREFIX=${PYTHON_PREFIX:-}
+IMAGE=${IMAGE:-localhost/imbsam:cpu}
+HOST_CA=${HOST_CA-/etc/ssl/certs/ca-certificates.crt}
+SMOKE_USER=${SMOKE_USER:-1000:1000}
+KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+bah=(buildah --storage-driver vfs)
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'build_image_smoke: %s\n' "$*" >&2; exit 1; }
+elapsed() { echo "$(($(date +%s) - $1)) s"; }
+declare -A timings=()
+
+[ "$(id -u)" = 0 ] || die "run as root (buildah with the vfs driver, debootstrap)"
+
+containers=()
+workdir=""
+cleanup() {
+    local c
+    for c in "${containers[@]}"; do "${bah[@]}" rm "$c" >/dev/null 2>&1 || true; done
+    if [ -n "$workdir" ] && [ "$KEEP_WORKDIR" != 1 ]; then rm -rf "$workdir"; fi
+}
+trap cleanup EXIT
+
+need=()
+command -v buildah >/dev/null || need+=(buildah)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+image_exists() { "${bah[@]}" inspect --type image "$1" >/dev/null 2>&1; }
+
+# A working container in $ctr, removed on exit whatever happens.
+new_container() {
+    ctr=$("${bah[@]}" from --pull-never "$1")
+    containers+=("$ctr")
+}
+new_scratch_container() {
+    ctr=$("${bah[@]}" from scratch)
+    containers+=("$ctr")
+}
+
+# Runtime libraries of CPython's extension modules, as the python:3.11-slim image has.
+PYTHON_RUNTIME_DEBS=ca-certificates,netbase,tzdata,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,libreadline8,libncursesw6,libuuid1,zlib1g,libexpat1,libnsl2,libtirpc3,libgdbm6
+
+build_debian() {
+    image_exists "$DEBIAN_IMAGE" && { log "base image $DEBIAN_IMAGE exists"; return; }
+    # Named after its package list, so a changed list makes a new one.
+    local tarball
+    tarball=$ROOTFS_CACHE/debian-bookworm-minbase-$(md5sum <<<"$PYTHON_RUNTIME_DEBS" | cut -c1-8).tar
+    if [ ! -s "$tarball" ]; then
+        log "debootstrap Debian 12 minbase -> $tarball"
+        mkdir -p "$ROOTFS_CACHE"
+        local t0 rootfs
+        t0=$(date +%s)
+        rootfs=$(mktemp -d "$ROOTFS_CACHE/rootfs.XXXXXX")
+        debootstrap --variant=minbase --include="$PYTHON_RUNTIME_DEBS" bookworm "$rootfs" >&2
+        rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+        tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+        rm -rf "$rootfs"
+        timings[debootstrap]=$(elapsed "$t0")
+    fi
+    log "importing the rootfs as $DEBIAN_IMAGE"
+    new_scratch_container
+    local mnt
+    mnt=$("${bah[@]}" mount "$ctr")
+    tar -C "$mnt" -xf "$tarball"
+    "${bah[@]}" umount "$ctr" >/dev/null
+    "${bah[@]}" config --cmd /bin/bash "$ctr"
+    "${bah[@]}" commit --quiet "$ctr" "$DEBIAN_IMAGE" >/dev/null
+}
+
+find_python_prefix() {
+    if [ -z "$PYTHON_PREFIX" ] && command -v python3 >/dev/null; then
+        PYTHON_PREFIX=$(python3 -c 'import sys; print(sys.base_prefix)')
+    fi
+    local py=$PYTHON_PREFIX/bin/python3
+    if [ ! -x "$py" ] || [ "$PYTHON_PREFIX" = /usr ] \
+        || ! "$py" -c 'import sys; sys.exit(not (3, 11, 4) <= sys.version_info < (3, 12))'; then
+        die "need PYTHON_PREFIX: a CPython 3.11.4+ install built on Debian 12 outside /usr" \
+               "(e.g. pyenv's), or a machine that can pull python:3.11-slim-bookworm" \
+               "(then: BASE_IMAGE=python:3.11-slim-bookworm)"
+    fi
+}
+
+build_base() {
+    image_exists "$BASE_IMAGE" && { log "base image $BASE_IMAGE exists"; return; }
+    build_debian
+    find_python_prefix
+    log "adding CPython from $PYTHON_PREFIX to /usr/local: $BASE_IMAGE"
+    new_container "$DEBIAN_IMAGE"
+    local mnt
+    mnt=$("${bah[@]}" mount "$ctr")
+    # The interpreter, its shared library and standard library; not its site-packages.
+    (cd "$PYTHON_PREFIX" && tar --exclude=./lib/python3.11/site-packages \
+        --exclude=./lib/python3.11/test --exclude='__pycache__' -cf - \
+        ./bin/python3.11 ./lib/libpython3.11.so* ./lib/python3.11) | tar -C "$mnt/usr/local" -xf -
+    mkdir -p "$mnt/usr/local/lib/python3.11/site-packages"
+    ln -sf python3.11 "$mnt/usr/local/bin/python3"
+    ln -sf python3 "$mnt/usr/local/bin/python"
+    chroot "$mnt" /sbin/ldconfig
+    chroot "$mnt" /usr/local/bin/python3 -c 'import ssl, sqlite3, lzma, bz2, ctypes, venv, ensurepip, tarfile; tarfile.data_filter'
+    "${bah[@]}" umount "$ctr" >/dev/null
+    "${bah[@]}" commit --quiet "$ctr" "$BASE_IMAGE" >/dev/null
+}
+
+build_image() {
+    local ca_args=()
+    if [ -n "$HOST_CA" ]; then
+        [ -r "$HOST_CA" ] || die "HOST_CA=$HOST_CA is not readable"
+        ca_args=(--volume "$HOST_CA:/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt)
+    fi
+    log "building $IMAGE (target cpu on $BASE_IMAGE)"
+    local t0
+    t0=$(date +%s)
+    "${bah[@]}" bud --isolation chroot --layers --force-rm "${no_cache[@]}" \
+        --target cpu --build-arg BASE_IMAGE="$BASE_IMAGE" "${ca_args[@]}" \
+        -f "$repo/Dockerfile" -t "$IMAGE" "$repo" >&2
+    timings[image build]=$(elapsed "$t0")
+}
+
+check_image() {
+    log "checking $IMAGE as uid $SMOKE_USER"
+    new_container "$IMAGE"
+    local c=$ctr
+    # buildah run does not apply ENTRYPOINT: call it, as docker run would.
+    # shellcheck disable=SC2016  # expanded inside the container
+    "${bah[@]}" run --isolation chroot --user "$SMOKE_USER" "$c" -- \
+        /usr/local/lib/imbsam/entrypoint.sh bash -c '
+            set -euo pipefail
+            echo "IMBSAM_IMAGE_TARGET=$IMBSAM_IMAGE_TARGET HOME=$HOME uid=$(id -u)"
+            python --version; git --version; dvc --version
+            python -c "import mindspore as ms; print(\"mindspore\", ms.__version__); ms.set_device(\"CPU\"); ms.run_check()"
+            test ! -e /root/.cache && ! find /opt/venv -name "*.whl" | grep -q .
+        ' >&2
+}
+
+smoke_run() {
+    log "smoke run: dvc exp run in $IMAGE as uid $SMOKE_USER"
+    for f in stages/report.py imbsam/synthetic.py dvc.yaml params.yaml; do
+        [ -e "$repo/$f" ] || die "$f is missing: the pipeline is not complete yet"
+    done
+    workdir=$(mktemp -d /var/tmp/imbsam-smoke.XXXXXX)
+    mkdir "$workdir/workspace" "$workdir/cache"
+    # The files a fresh clone would have: tracked plus untracked-but-not-ignored.
+    (cd "$repo" && git ls-files -z --cached --others --exclude-standard \
+        | tar --null -T - -cf -) | tar -C "$workdir/workspace" -xf -
+    chown -R "$SMOKE_USER" "$workdir/workspace" "$workdir/cache"
+
+    new_container "$IMAGE"
+    local c=$ctr t0
+    t0=$(date +%s)
+    # -v .../cache:/cache exercises the DVC cache volume route of the entrypoint.
+    # shellcheck disable=SC2016  # expanded inside the container
+    "${bah[@]}" run --isolation chroot --user "$SMOKE_USER" \
+        -v "$workdir/workspace:/workspace" -v "$workdir/cache:/cache" \
+        --workingdir /workspace "$c" -- /usr/local/lib/imbsam/entrypoint.sh bash -c '
+            set -euo pipefail
+            export GIT_AUTHOR_NAME=smoke GIT_AUTHOR_EMAIL=smoke@localhost
+            export GIT_COMMITTER_NAME=smoke GIT_COMMITTER_EMAIL=smoke@localhost
+            git init -q && git add -A && git commit -qm "smoke snapshot"
+            if [ ! -d .dvc ]; then dvc init -q && git add .dvc && git commit -qm "dvc init"; fi
+            test "$(dvc cache dir)" = /cache || { echo "DVC cache is not /cache"; exit 1; }
+            mkdir -p /tmp/imbsam-smoke
+            archive=/tmp/imbsam-smoke/synthetic.tar.gz
+            out=$(python -m imbsam.synthetic "$archive" --train-per-class 20 --test-per-class 5)
+            echo "$out"
+            md5=$(grep -oE "\b[0-9a-f]{32}\b" <<<"$out" | tail -n 1)
+            test -n "$md5" || { echo "no md5 in imbsam.synthetic output"; exit 1; }
+            dvc exp run \
+                -S "data.url=$archive" -S "data.md5=$md5" -S model.arch=resnet32 \
+                -S train.epochs=1 -S train.max_steps_per_epoch=2 -S "train.seeds=[0]"
+            test -s reports/report.md
+        ' >&2
+    timings[smoke run]=$(elapsed "$t0")
+
+    local ws=$workdir/workspace
+    [ -s "$ws/reports/report.md" ] || die "reports/report.md was not written"
+    [ "$(stat -c %u:%g "$ws/reports/report.md")" = "$SMOKE_USER" ] \
+        || die "reports/report.md is owned by $(stat -c %u:%g "$ws/reports/report.md"), not $SMOKE_USER"
+    [ -n "$(find "$workdir/cache" -type f -print -quit)" ] || die "the DVC cache volume stayed empty"
+    if find "$ws" -uid 0 -print -quit | grep -q .; then die "root-owned files in the workspace"; fi
+
+    # Without --user (root in the container, files owned by the host user) git must
+    # still accept the clone (safe.directory), and DVC must find the run up to date.
+    new_container "$IMAGE"
+    local status
+    status=$("${bah[@]}" run --isolation chroot -v "$ws:/workspace" -v "$workdir/cache:/cache" \
+        --workingdir /workspace "$ctr" -- /usr/local/lib/imbsam/entrypoint.sh \
+        bash -c 'git status --short && dvc status') \
+        || die "git/dvc status as root on a clone owned by $SMOKE_USER failed"
+    echo "$status" >&2
+    grep -q "up to date" <<<"$status" || die "dvc status after the run is not up to date"
+
+    log "reports/report.md (head)"
+    head -n 30 "$ws/reports/report.md" >&2
+}
+
+t_start=$(date +%s)
+if [ "$mode" != smoke ]; then
+    build_base
+    build_image
+    check_image
+else
+    image_exists "$IMAGE" || die "$IMAGE does not exist: build it first (drop --smoke-only)"
+fi
+[ "$mode" = build ] || smoke_run
+
+log "summary"
+size=$("${bah[@]}" images --format '{{.Size}}' "$IMAGE" | head -n 1)
+echo "image $IMAGE: $size"
+for k in debootstrap "image build" "smoke run"; do
+    if [ -n "${timings[$k]:-}" ]; then echo "$k: ${timings[$k]}"; fi
+done
+echo "total: $(elapsed "$t_start")"
+if [ "$prune" = 1 ]; then
+    log "deleting dangling images"
+    "${bah[@]}" rmi --prune >/dev/null || true
+fi
+echo "OK"
