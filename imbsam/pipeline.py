@@ -62,19 +62,23 @@ class TrainBatches:
         done = object()
         stop = threading.Event()
 
+        def put(item):
+            # Gives up once the consumer has gone, so an epoch abandoned midway leaves no thread blocked.
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def produce():
             try:
                 for batch in self._batches(epoch):
-                    while not stop.is_set():
-                        try:
-                            ready.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put(batch):
                         return
             finally:
-                ready.put(done)
+                put(done)
 
         worker = threading.Thread(target=produce, daemon=True)
         worker.start()

@@ -179,3 +179,19 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, 
     assert expected.keys() == actual.keys()
     for name in expected:
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
+def test_an_abandoned_epoch_leaves_no_producer_thread():
+    import threading
+
+    batches = TrainBatches(np.zeros((200, 3, 32, 32), dtype=np.uint8), np.zeros(200), 4, seed=0, prefetch=2)
+    before = threading.active_count()
+    for epoch in range(3):
+        stream = batches.epoch(epoch)
+        next(stream)
+        time.sleep(0.2)  # the producer fills the queue and waits for room
+        stream.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
