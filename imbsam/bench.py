@@ -1,0 +1,511 @@
+"""Train-step throughput of SGD, SAM and ImbSAM, set against the floors the network's own passes imply.
+
+    python -m imbsam.bench --arch resnet34 --batch-size 64 --compare-torch
+
+Every row of the table is measured in its own worker process, so its first-step time and peak
+resident memory belong to that row alone (the peak includes the runtime the process loaded).
+Workers start and warm up one at a time, then take turns in interleaved rounds of timed steps:
+load from other jobs on a shared machine falls on every row alike, so ratios between rows hold
+even when absolute figures do not. A timed loop ends by reading back its last result to the host,
+so asynchronously queued work is inside the time.
+
+Labels follow CIFAR-100-LT at imbalance factor 100, so ImbSAM meets batches without tail samples
+(its cheaper path) as often as in training; images are random, which costs the same as real ones.
+"""
+
+import argparse
+import importlib.util
+import itertools
+import json
+import multiprocessing
+import resource
+import sys
+import time
+
+import numpy as np
+from tabulate import tabulate
+
+from imbsam.data import class_groups, longtail_counts
+
+METHODS = ("sgd", "sam", "imbsam")
+ARCHS = ("resnet32", "resnet34")
+DEVICES = ("auto", "CPU", "GPU", "Ascend")
+
+# CIFAR-100-LT at imbalance factor 100 and the paper's hyper-parameters (params.yaml defaults).
+NUM_CLASSES = 100
+MAX_PER_CLASS = 500
+IMB_FACTOR = 0.01
+TAIL_BELOW = 20  # imbsam.eta: ImbSAM's tail is the classes with fewer training images, the "few" group
+LEARNING_RATE = 0.01
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-3
+RHO = 0.05
+SEED = 0
+
+PASSES = ("forward", "forward+backward")
+PIPELINE = "input pipeline"
+TORCH_SGD = "torch sgd"
+
+
+def longtail_dataset():
+    """(labels of the 10847 CIFAR-100-LT IF=100 training images, ImbSAM's tail classes)."""
+    counts = longtail_counts(NUM_CLASSES, MAX_PER_CLASS, IMB_FACTOR)
+    labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), counts)
+    return labels, class_groups(counts, few_threshold=TAIL_BELOW)["few"]
+
+
+def label_batches(batch_size, count, seed=SEED):
+    """`count` full batches of labels, each epoch a fresh shuffle of the long-tailed dataset, as training draws them."""
+    dataset, _ = longtail_dataset()
+    if not 1 <= batch_size <= len(dataset):
+        raise ValueError(f"batch size {batch_size} must be between 1 and {len(dataset)}")
+    rng = np.random.default_rng(seed)
+    batches = []
+    while len(batches) < count:
+        order = rng.permutation(dataset)
+        batches += [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+    return batches[:count]
+
+
+def cover_both_imbsam_paths(warmup, tail):
+    """Give the first warm-up batch a tail sample and the second none, so both of ImbSAM's code
+    paths (and what they compile) have run before timing starts, whatever the draw."""
+    warmup = [batch.copy() for batch in warmup]
+    if warmup and not np.isin(warmup[0], tail).any():
+        warmup[0][0] = tail[0]
+    if len(warmup) > 1:
+        warmup[1][np.isin(warmup[1], tail)] = next(c for c in range(NUM_CLASSES) if c not in tail)
+    return warmup
+
+
+def expected_tail_free_fraction(batch_size):
+    """Probability that a batch drawn without replacement from the long-tailed dataset holds no tail sample."""
+    dataset, tail = longtail_dataset()
+    total, head = len(dataset), int((~np.isin(dataset, tail)).sum())
+    return float(np.prod([(head - i) / (total - i) for i in range(batch_size)]))
+
+
+# ---- what the workers measure: objects with step(i) -> (images, result) and sync(result) ----
+
+class _MindSporeRun:
+    """Shared set-up: device, network and batches; `describe` reports what the main process prints."""
+
+    def __init__(self, options):
+        from imbsam.device import setup
+
+        self.device = setup(options["device"])
+        import mindspore as ms
+        from mindspore import Tensor
+
+        from imbsam.models import create_model
+
+        self.ms = ms
+        self.network = create_model(options["arch"], NUM_CLASSES, seed=SEED)
+        self.network.set_train(True)
+        rng = np.random.default_rng(SEED)
+        self.batch_size = options["batch_size"]
+        self.images = Tensor(rng.standard_normal((self.batch_size, 3, 32, 32)).astype(np.float32))
+        self.labels = [Tensor(batch) for batch in options["labels"]]
+
+    def describe(self):
+        return {**self.device, "threads": self.ms.get_context("runtime_num_threads"),
+                "parameters": sum(p.size for p in self.network.trainable_params())}
+
+
+class _MindSporeStep(_MindSporeRun):
+    def __init__(self, options):
+        super().__init__(options)
+        from mindspore import nn
+
+        from imbsam.optim import make_optimizer, make_train_step
+
+        self.optimizer = make_optimizer(self.network, LEARNING_RATE, MOMENTUM, WEIGHT_DECAY)
+        self.train_step = make_train_step(self.network, nn.CrossEntropyLoss(reduction="none"), self.optimizer,
+                                          options["method"], rho=RHO, tail_classes=options["tail"])
+
+    def step(self, i):
+        return self.batch_size, self.train_step(self.images, self.labels[i])
+
+    def sync(self, loss):
+        loss.asnumpy()
+        # The loss is ready before the optimizer's update; the first weight is written by it.
+        self.optimizer.parameters[0].asnumpy()
+
+
+class _MindSporePass(_MindSporeRun):
+    """One forward (train mode, BatchNorm updating) or forward+backward as make_train_step computes it."""
+
+    def __init__(self, options):
+        super().__init__(options)
+        import mindspore as ms
+        from mindspore import Tensor, nn
+
+        loss_fn = nn.CrossEntropyLoss(reduction="none")
+        network = self.network
+
+        def weighted_loss(images, labels, sample_weights):
+            per_sample = loss_fn(network(images), labels)
+            return (per_sample * sample_weights).sum(), per_sample
+
+        self.uniform = Tensor(np.full(self.batch_size, 1.0 / self.batch_size, dtype=np.float32))
+        if options["pass"] == "forward":
+            self.run = lambda labels: weighted_loss(self.images, labels, self.uniform)[0]
+        else:
+            grad_fn = ms.value_and_grad(weighted_loss, None, network.trainable_params(), has_aux=True)
+            # Backward runs from the loss to the input: the first layer's gradient is its last result.
+            self.run = lambda labels: grad_fn(self.images, labels, self.uniform)[1][0]
+
+    def step(self, i):
+        return self.batch_size, self.run(self.labels[i])
+
+    def sync(self, result):
+        result.asnumpy()
+
+
+class _InputPipeline:
+    """TrainBatches over random uint8 images with the long-tailed labels.
+
+    Each timed loop reads a freshly started stream and closes it at the end: its producer thread
+    must neither work while other rows are timed nor start a loop with batches already made."""
+
+    def __init__(self, options):
+        from imbsam.pipeline import TrainBatches
+
+        labels, _ = longtail_dataset()
+        images = np.random.default_rng(SEED).integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
+        self.batches = TrainBatches(images, labels, options["batch_size"], SEED)
+        self.epochs = itertools.count(1)
+        self.stream = None
+
+    def _fresh_stream(self):
+        for epoch in self.epochs:
+            yield from self.batches.epoch(epoch)
+
+    def describe(self):
+        return {}
+
+    def step(self, i):
+        if self.stream is None:
+            self.stream = self._fresh_stream()
+        images, _ = next(self.stream)
+        return len(images), None
+
+    def sync(self, result):
+        self.stream.close()  # stops the producer thread
+        self.stream = None
+
+
+class _TorchSGD:
+    """The same network's SGD step in PyTorch on the CPU, with MindSpore's thread count."""
+
+    def __init__(self, options):
+        import torch
+
+        torch.set_num_threads(options["threads"])
+        torch.manual_seed(SEED)
+        self.torch = torch
+        self.network = _torch_resnet(torch, options["arch"]).train()
+        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM,
+                                         weight_decay=WEIGHT_DECAY)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.batch_size = options["batch_size"]
+        self.images = torch.randn(self.batch_size, 3, 32, 32)
+        self.labels = [torch.from_numpy(batch.astype(np.int64)) for batch in options["labels"]]
+
+    def describe(self):
+        return {"torch": self.torch.__version__, "threads": self.torch.get_num_threads(),
+                "isa": self.torch.backends.cpu.get_cpu_capability(),
+                "parameters": sum(p.numel() for p in self.network.parameters())}
+
+    def step(self, i):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.network(self.images), self.labels[i])
+        loss.backward()
+        self.optimizer.step()
+        return self.batch_size, loss
+
+    def sync(self, loss):
+        loss.item()
+
+
+def _torch_resnet(torch, arch):
+    """PyTorch twins of imbsam.models' networks: LDAM's ResNet-32 (zero-pad shortcuts) and the
+    CIFAR ResNet-34 (3x3 stride-1 stem, projection shortcuts, 4x4 average pool)."""
+    nn, functional = torch.nn, torch.nn.functional
+
+    class PadShortcut(nn.Module):
+        def __init__(self, extra):
+            super().__init__()
+            self.padding = (0, 0, 0, 0, extra // 2, extra - extra // 2)
+
+        def forward(self, x):
+            return functional.pad(x[:, :, ::2, ::2], self.padding)
+
+    class BasicBlock(nn.Module):
+        def __init__(self, in_channels, out_channels, stride, shortcut):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(out_channels)
+            self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(out_channels)
+            self.shortcut = shortcut
+
+        def forward(self, x):
+            out = functional.relu(self.bn1(self.conv1(x)))
+            return functional.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+    stem, stages, kind = {
+        "resnet32": (16, [(16, 5), (32, 5), (64, 5)], "pad"),
+        "resnet34": (64, [(64, 3), (128, 4), (256, 6), (512, 3)], "projection"),
+    }[arch]
+    layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
+    in_channels = stem
+    for stage_index, (channels, depth) in enumerate(stages):
+        for block_index in range(depth):
+            stride = 2 if stage_index > 0 and block_index == 0 else 1
+            if stride == 1 and in_channels == channels:
+                shortcut = nn.Identity()
+            elif kind == "projection":
+                shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
+                                         nn.BatchNorm2d(channels))
+            else:
+                shortcut = PadShortcut(channels - in_channels)
+            layers.append(BasicBlock(in_channels, channels, stride, shortcut))
+            in_channels = channels
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, NUM_CLASSES)]
+    return nn.Sequential(*layers)
+
+
+_KINDS = {"step": _MindSporeStep, "pass": _MindSporePass, "pipeline": _InputPipeline, "torch": _TorchSGD}
+
+
+# ---- worker processes ----
+
+def _peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _serve(conn, kind, options):
+    """Worker: build one measurement, then answer ("warm", n), ("time", n) and finally None.
+    An exception ends the process with its traceback on the shared stderr; the main process sees the pipe close."""
+    bench = _KINDS[kind](options)
+    conn.send(bench.describe())
+    position = 0
+    while (command := conn.recv()) is not None:
+        name, count = command
+        if name == "warm":
+            # Synchronised per step, so the first step's time is its own.
+            seconds = []
+            for i in range(position, position + count):
+                start = time.perf_counter()
+                bench.sync(bench.step(i)[1])
+                seconds.append(time.perf_counter() - start)
+            conn.send({"first_step_s": seconds[0]})
+        else:
+            images = 0
+            cpu, start = _cpu_seconds(), time.perf_counter()
+            for i in range(position, position + count):
+                done, result = bench.step(i)
+                images += done
+            bench.sync(result)
+            wall = time.perf_counter() - start
+            conn.send({"seconds": wall, "cpu_seconds": _cpu_seconds() - cpu, "images": images})
+        position += count
+    conn.send({"peak_rss_mib": _peak_rss_mib()})
+
+
+class WorkerError(RuntimeError):
+    """A worker process died; its traceback is on the shared stderr."""
+
+
+class _Worker:
+    def __init__(self, context, name, kind, options):
+        self.name = name
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, kind, options), name=f"bench {name}", daemon=True)
+        self.process.start()
+        child.close()
+
+    def receive(self):
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.process.join(5)
+            raise WorkerError(f"the {self.name!r} worker exited (code {self.process.exitcode}); "
+                              "its error is printed above") from None
+
+    def call(self, command):
+        self.conn.send(command)
+        return self.receive()
+
+    def finish(self):
+        peak = self.call(None)["peak_rss_mib"]
+        self.process.join()
+        return peak
+
+    def stop(self):
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+
+
+# ---- the run ----
+
+def _round_sizes(steps, rounds):
+    return [len(chunk) for chunk in np.array_split(np.arange(steps), min(rounds, steps))]
+
+
+def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=METHODS,
+        compare_torch=False):
+    """Measure every row; return the figures as a JSON-ready dict."""
+    _, tail = longtail_dataset()
+    labels = label_batches(batch_size, warmup + steps)
+    labels = cover_both_imbsam_paths(labels[:warmup], tail) + labels[warmup:]
+    base = {"arch": arch, "batch_size": batch_size, "device": device, "labels": labels}
+    plan = {name: ("pass", {**base, "pass": name}) for name in PASSES}
+    plan.update({method: ("step", {**base, "method": method, "tail": tail}) for method in methods})
+    plan[PIPELINE] = ("pipeline", base)
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no MindSpore state is inherited
+    workers = {name: _Worker(context, name, kind, options) for name, (kind, options) in plan.items()}
+    try:
+        described = {name: worker.receive() for name, worker in workers.items()}
+        mindspore = described[PASSES[0]]
+        if compare_torch:
+            options = {**base, "threads": mindspore["threads"]}
+            workers[TORCH_SGD] = _Worker(context, TORCH_SGD, "torch", options)
+            described[TORCH_SGD] = workers[TORCH_SGD].receive()
+        rows = {name: worker.call(("warm", warmup)) for name, worker in workers.items()}
+        for size in _round_sizes(steps, rounds):
+            for name, worker in workers.items():  # one worker at a time: the others wait for a command
+                timed = worker.call(("time", size))
+                for key, value in timed.items():
+                    rows[name][key] = rows[name].get(key, 0) + value
+        for name, worker in workers.items():
+            rows[name]["peak_rss_mib"] = worker.finish()
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    return _figures(rows, described, mindspore, labels[warmup:], tail, steps, warmup, rounds, arch, batch_size)
+
+
+def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, rounds, arch, batch_size):
+    for row in rows.values():
+        row["img_per_s"] = row["images"] / row["seconds"]
+        row["ms_per_step"] = 1000 * row["seconds"] / steps
+        row["cores_busy"] = row["cpu_seconds"] / row["seconds"]
+    forward, forward_backward = (rows[name]["ms_per_step"] for name in PASSES)
+    backward = forward_backward - forward
+    tail_free = float(np.mean([not np.isin(batch, tail).any() for batch in timed_labels]))
+    floors = {"sgd": forward_backward, "sam": 2 * forward_backward,
+              "imbsam": tail_free * (forward + backward) + (1 - tail_free) * (2 * forward + 3 * backward)}
+    for method, floor in floors.items():
+        if method in rows:
+            rows[method]["floor_ms"] = floor
+            rows[method]["x_floor"] = rows[method]["ms_per_step"] / floor
+    figures = {
+        "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"], "mode": mindspore["mode"],
+                   "mindspore": mindspore["mindspore"], "threads": mindspore["threads"],
+                   "onednn_max_cpu_isa": mindspore["onednn_max_cpu_isa"], "steps": steps, "warmup": warmup,
+                   "rounds": min(rounds, steps), "parameters": mindspore["parameters"]},
+        "tail_free_batches": {"measured": tail_free, "timed_batches": len(timed_labels),
+                              "expected": expected_tail_free_fraction(batch_size)},
+        "backward_ms": backward,
+        "rows": rows,
+    }
+    if TORCH_SGD in rows:
+        figures["torch"] = described[TORCH_SGD]
+        if "sgd" in rows:
+            figures["mindspore_over_torch_sgd"] = rows["sgd"]["img_per_s"] / rows[TORCH_SGD]["img_per_s"]
+    return figures
+
+
+def format_report(figures):
+    config, tail_free = figures["config"], figures["tail_free_batches"]
+    isa = f", ONEDNN_MAX_CPU_ISA={config['onednn_max_cpu_isa']}" if config["onednn_max_cpu_isa"] else ""
+    lines = [
+        (f"{config['arch']} ({config['parameters'] / 1e6:.2f} M parameters), batch {config['batch_size']}, "
+        f"{config['target']} {config['mode']}, {config['threads']} threads{isa}, MindSpore {config['mindspore']}"),
+        (f"{config['steps']} timed steps per row in {config['rounds']} interleaved rounds after {config['warmup']} "
+        "warm-up steps; each row in its own process (first step and peak RSS are that process's)"),
+    ]
+    headers = ["", "img/s", "ms/step", "floor ms", "x floor", "1st step s", "peak RSS MiB", "cores busy"]
+    table = [[name, row["img_per_s"], row["ms_per_step"], row.get("floor_ms"), row.get("x_floor"),
+              row["first_step_s"], row["peak_rss_mib"], row["cores_busy"]]
+             for name, row in figures["rows"].items()]
+    lines.append(tabulate(table, headers, floatfmt=("", ".1f", ".1f", ".1f", ".2f", ".2f", ".0f", ".2f"),
+                          missingval=""))
+    lines.append(
+        f"floors: f = forward, b = forward+backward - f = {figures['backward_ms']:.1f} ms; sgd f+b, sam 2(f+b), "
+        f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
+        f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
+        f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
+    if "torch" in figures:
+        torch = figures["torch"]
+        ratio = figures.get("mindspore_over_torch_sgd")
+        compared = f": MindSpore/PyTorch SGD img/s = {ratio:.2f}" if ratio is not None else ""
+        lines.append(f"PyTorch {torch['torch']} ({torch['parameters'] / 1e6:.2f} M parameters, {torch['threads']} "
+                     f"threads, {torch['isa']} kernels){compared}")
+    return "\n".join(lines)
+
+
+def _batch_size(text):
+    value = _positive(text)
+    images = len(longtail_dataset()[0])
+    if value > images:
+        raise argparse.ArgumentTypeError(f"{text} exceeds the {images} images of CIFAR-100-LT IF=100")
+    return value
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _methods(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of {','.join(METHODS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m imbsam.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", choices=ARCHS, default="resnet32")
+    parser.add_argument("--batch-size", type=_batch_size, default=64)
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--steps", type=_positive, default=10, help="timed steps per row (default 10)")
+    parser.add_argument("--warmup", type=_positive, default=2,
+                        help="untimed steps first; the first gives the first-step time (default 2)")
+    parser.add_argument("--rounds", type=_positive, default=5,
+                        help="interleaved rounds the timed steps are split into (default 5)")
+    parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated (default sgd,sam,imbsam)")
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="also time the same network's SGD step in PyTorch on the CPU")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
+    args = parser.parse_args(argv)
+    if args.compare_torch and importlib.util.find_spec("torch") is None:
+        parser.error("--compare-torch needs PyTorch, a benchmark-only extra: pip install torch==2.13.0")
+    try:
+        figures = run(args.arch, args.batch_size, args.device, args.steps, args.warmup, args.rounds, args.methods,
+                      args.compare_torch)
+    except WorkerError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(format_report(figures))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(figures, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

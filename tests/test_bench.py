@@ -1,0 +1,55 @@
+"""The benchmark runs end to end at minimal sizes and prints its table; no timing is asserted."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from imbsam import bench
+
+
+def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
+                       "--methods", "imbsam", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "peak RSS MiB", "tail-free share"):
+        assert text in printed
+    figures = json.loads(out.read_text())
+    assert set(figures["rows"]) == {"forward", "forward+backward", "imbsam", "input pipeline"}
+    assert figures["rows"]["imbsam"]["x_floor"] > 0
+
+
+def test_label_batches_reproduce_the_if100_share_of_tail_free_batches():
+    _, tail = bench.longtail_dataset()
+    assert tail == list(range(70, 100))  # int(500 * 0.01 ** (c / 99)) < 20 from class 70 on
+    batches = bench.label_batches(64, 3000)
+    measured = np.mean([not np.isin(batch, tail).any() for batch in batches])
+    assert measured == pytest.approx(bench.expected_tail_free_fraction(64), abs=0.03)
+
+
+def test_warm_up_covers_both_imbsam_paths():
+    _, tail = bench.longtail_dataset()
+    warmup = bench.cover_both_imbsam_paths([np.zeros(8, np.int32), np.full(8, 99, np.int32)], tail)
+    assert np.isin(warmup[0], tail).any()
+    assert not np.isin(warmup[1], tail).any()
+
+
+def test_missing_torch_is_named_with_the_install_command(monkeypatch, capsys):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit):
+        bench.main(["--compare-torch"])
+    assert "pip install torch==2.13.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", bench.ARCHS)
+def test_torch_twin_has_the_mindspore_network_shape(arch):
+    torch = pytest.importorskip("torch")  # a benchmark-only extra, not in the requirements
+    from imbsam.models import create_model
+
+    twin = bench._torch_resnet(torch, arch)
+    network = create_model(arch)
+    assert sorted(tuple(p.shape) for p in twin.parameters()) == sorted(
+        tuple(p.shape) for p in network.trainable_params())
