@@ -20,6 +20,7 @@ import pickle
 import struct
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 
@@ -136,6 +137,7 @@ def write_synthetic_archive(path, train_per_class=500, test_per_class=100, seed=
     # filename="" and mtime=0 keep the gzip header free of the path and the time. Level 0 (stored
     # blocks, still a valid gzip) because noisy pixels barely compress and deflating them was the
     # slowest step by far.
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with (
         open(path, "wb") as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=0) as gz,

@@ -354,7 +354,7 @@ def test_synthetic_archive_is_deterministic_per_seed(tmp_path, synthetic_archive
 
 
 def test_synthetic_cli_prints_the_md5(tmp_path):
-    out = tmp_path / "s.tar.gz"
+    out = tmp_path / "not-yet" / "s.tar.gz"
     result = subprocess.run(
         [sys.executable, "-m", "imbsam.synthetic", str(out), "--train-per-class", "2", "--test-per-class", "1"],
         cwd=REPO,
