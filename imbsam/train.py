@@ -173,6 +173,8 @@ def _sigterm_as_interrupt():
 
 # Per-epoch test pass batch size: memory only, results do not depend on it.
 EVAL_BATCH_SIZE = 500
+# Steps timed (after the first, which compiles) before the total training time is estimated.
+_ESTIMATE_AFTER = 5
 
 
 def evaluate_epoch(network, split, batch_size=EVAL_BATCH_SIZE):
@@ -255,7 +257,8 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_
                 train_loss = float(np.mean([loss.asnumpy() for loss in losses]))
                 train_seconds = time.perf_counter() - epoch_started
                 test = evaluate_epoch(network, split)
-                record = {"epoch": epoch, "train/loss": train_loss, "lr": float(schedule[(epoch - 1) * batches.steps_per_epoch]),
+                epoch_lr = float(schedule[(epoch - 1) * batches.steps_per_epoch])
+                record = {"epoch": epoch, "train/loss": train_loss, "lr": epoch_lr,
                           "train/img_per_s": seen / train_seconds, **{f"test/{k}": v for k, v in test.items()}}
                 improved = test["all"] is not None and test["all"] > state["best_acc"]
                 state = {**state, "epoch": epoch, "history": [*state["history"], record],
@@ -277,7 +280,6 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_
 
     out_dir = Path(out_dir)
     (out_dir / "model").mkdir(parents=True, exist_ok=True)
-    _load_into([network, optimizer], checkpoints.folder / state["files"]["train"])
     ms.save_checkpoint(list(network.get_parameters()), str(out_dir / "model" / "last.ckpt"))
     shutil.copyfile(checkpoints.folder / state["files"]["best"], out_dir / "model" / "best.ckpt")
     metadata = {
@@ -295,9 +297,6 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_
     (out_dir / "train.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
     shutil.rmtree(checkpoints.folder)
     return metadata
-
-
-_ESTIMATE_AFTER = 5
 
 
 def _print_estimate(log, per_step, total_steps, quick_run_hint):

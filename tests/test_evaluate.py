@@ -203,7 +203,8 @@ def test_evaluate_stage_writes_all_four_variants(tmp_path):
     run_dir = tmp_path / "runs" / "sgd-3"
     (run_dir / "model").mkdir(parents=True)
     for selection, seed in (("last", 0), ("best", 1)):
-        ms.save_checkpoint(create_model("resnet32", num_classes=100, seed=seed), str(run_dir / "model" / f"{selection}.ckpt"))
+        checkpoint = run_dir / "model" / f"{selection}.ckpt"
+        ms.save_checkpoint(create_model("resnet32", num_classes=100, seed=seed), str(checkpoint))
     (run_dir / "train.json").write_text(json.dumps({"optimizer": "sgd", "seed": 3, "arch": "resnet32",
                                                     "best_epoch": 2, "last_epoch": 4}))
 

@@ -123,7 +123,8 @@ def test_first_repro_runs_every_stage_and_writes_the_report(repo):
     assert "WARNING: these numbers are not comparable with the paper's" in report, report
     assert "synthetic stand-in archive" in report, report
     for optimizer in OPTIMIZERS:
-        assert re.search(rf"^\| {LABELS[optimizer]} +\|", report, re.MULTILINE), f"no {LABELS[optimizer]} row:\n{report}"
+        label = LABELS[optimizer]
+        assert re.search(rf"^\| {label} +\|", report, re.MULTILINE), f"no {label} row:\n{report}"
     for name in ("per_class.png", "curves.png"):
         assert (root / "reports" / name).stat().st_size > 0
     for run in RUNS:

@@ -91,7 +91,8 @@ def write_workspace(root, params, synthetic=True, runs=MATRIX):
         (root / "evals" / f"{name}.json").write_text(json.dumps(eval_record(optimizer, seed)))
         run_dir = root / "runs" / name
         metric_dir = run_dir / "live" / "plots" / "metrics"
-        for metric, column, values in (("test/all", "all", [10 + seed, 30, 40]), ("train/loss", "loss", [4.0, 3.1, 2.5])):
+        curves = (("test/all", "all", [10 + seed, 30, 40]), ("train/loss", "loss", [4.0, 3.1, 2.5]))
+        for metric, column, values in curves:
             path = metric_dir / f"{metric}.tsv"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"step\t{column}\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(values)))
@@ -229,7 +230,8 @@ def test_unknown_selection_fails_fast_naming_the_key(tmp_path):
     write_workspace(tmp_path, params)
     result = run_stage(tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == ["error: params.yaml: eval.selection='median' is not one of best, last"]
+    expected = "error: params.yaml: eval.selection='median' is not one of best, last"
+    assert result.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "reports").exists()
 
 
