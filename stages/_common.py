@@ -22,6 +22,15 @@ def load_params(path=PARAMS_FILE):
         return yaml.safe_load(f)
 
 
+def is_int(value):
+    """An integer, not a bool (YAML's true/false are ints to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def param(params, dotted, check=None, choices=None):
     """Return params[dotted key]; InputError naming the key if it is missing or invalid.
 

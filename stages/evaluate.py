@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _common import load_params, main_guard, param
+from _common import is_int, load_params, main_guard, param
 from tabulate import tabulate
 
 from imbsam import device
@@ -61,7 +61,7 @@ def main():
     params = load_params()
     arch = param(params, "model.arch", check=(lambda v: isinstance(v, str), "a model name such as resnet34"))
     batch_size = param(params, "eval.batch_size",
-                       check=(lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "an integer > 0"))
+                       check=(lambda v: is_int(v) and v > 0, "an integer > 0"))
     target = param(params, "device.target", choices=device.TARGETS)
     name = f"{args.optimizer}-{args.seed}"
     run = read_run(name, arch)

@@ -8,7 +8,7 @@ import json
 import platform
 from pathlib import Path
 
-from _common import PARAMS_FILE, load_params, main_guard, param
+from _common import PARAMS_FILE, is_int, load_params, main_guard, param
 
 from imbsam.errors import InputError
 from imbsam.report import OPTIMIZER_LABELS, SELECTIONS, git_state, read_metric_tsv, sha256_of, write_report
@@ -37,7 +37,7 @@ def main():
                        check=(_non_empty_list_of(lambda o: o in OPTIMIZER_LABELS),
                               f"a non-empty list of distinct names among {', '.join(OPTIMIZER_LABELS)}"))
     seeds = param(params, "train.seeds",
-                  check=(_non_empty_list_of(lambda s: isinstance(s, int) and not isinstance(s, bool)),
+                  check=(_non_empty_list_of(is_int),
                          "a non-empty list of distinct integers"))
     selection = param(params, "eval.selection", choices=SELECTIONS)
     flip_tta = param(params, "eval.flip_tta", check=(lambda v: isinstance(v, bool), "true or false"))

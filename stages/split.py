@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from _common import load_params, main_guard, param
+from _common import is_int, is_number, load_params, main_guard, param
 
 from imbsam.data import PROFILES, build_split
 from imbsam.errors import InputError
@@ -12,31 +12,23 @@ ARCHIVE = Path("data/cifar-100-python.tar.gz")
 OUT = Path("data/split")
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def main():
     params = load_params()
     imb_factor = param(
         params,
         "split.imb_factor",
-        check=(lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1], e.g. 0.01 for imbalance factor 100"),
+        check=(lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1], e.g. 0.01 for imbalance factor 100"),
     )
     profile = param(params, "split.profile", choices=PROFILES)
     shuffle_seed = param(
-        params, "split.shuffle_seed", check=(lambda v: _is_int(v) and v >= -1, "an integer >= -1 (-1 = file order)")
+        params, "split.shuffle_seed", check=(lambda v: is_int(v) and v >= -1, "an integer >= -1 (-1 = file order)")
     )
-    many_threshold = param(params, "split.many_threshold", check=(lambda v: _is_int(v) and v >= 0, "an integer >= 0"))
+    many_threshold = param(params, "split.many_threshold", check=(lambda v: is_int(v) and v >= 0, "an integer >= 0"))
     few_threshold = param(
         params,
         "split.few_threshold",
         check=(
-            lambda v: _is_int(v) and 0 <= v <= many_threshold,
+            lambda v: is_int(v) and 0 <= v <= many_threshold,
             f"an integer in 0..split.many_threshold ({many_threshold})",
         ),
     )
