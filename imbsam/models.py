@@ -57,12 +57,16 @@ class PadShortcut(nn.Cell):
     def __init__(self, in_channels, out_channels):
         super().__init__()
         extra = out_channels - in_channels
-        self.padding = (0, 0, 0, 0, extra // 2, extra - extra // 2)
+        self.low, self.high = extra // 2, extra - extra // 2
         # A 1x1 stride-2 pool is x[:, :, ::2, ::2]; the slice's gradient kernel fails on the CPU.
         self.subsample = nn.AvgPool2d(kernel_size=1, stride=2)
 
     def construct(self, x):
-        return ops.pad(self.subsample(x), self.padding)
+        x = self.subsample(x)
+        n, _, h, w = x.shape
+        # Concatenated zeros rather than ops.pad: in graph mode ops.pad's gradient was wrong on every
+        # call after the first (MindSpore 2.10, CPU), while concat's matches PyNative bit for bit.
+        return ops.concat((ops.zeros((n, self.low, h, w), x.dtype), x, ops.zeros((n, self.high, h, w), x.dtype)), 1)
 
 
 class Identity(nn.Cell):

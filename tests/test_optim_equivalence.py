@@ -287,20 +287,28 @@ def assert_matches(actual, expected, keys, label):
             )
 
 
+@pytest.fixture(params=["pynative", "graph"])
+def execution_mode(request):
+    """Run a test in PyNative and again in graph mode (train.mode), then restore PyNative."""
+    ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
 @pytest.mark.parametrize(
     ("method", "rho"), [("sgd", 0.05), ("sam", 0.05), ("sam", 0.5), ("imbsam", 0.05), ("imbsam", 0.5)]
 )
-def test_step_matches_reference(method, rho):
+def test_step_matches_reference(method, rho, execution_mode):
     batches = make_batches()
     assert_matches(
         mindspore_run(method, batches, rho=rho),
         reference_run(method, batches, rho=rho),
         PARAM_KEYS + STAT_KEYS,
-        f"{method} rho={rho}",
+        f"{method} rho={rho} ({execution_mode})",
     )
 
 
-def test_per_step_learning_rate_list():
+def test_per_step_learning_rate_list(execution_mode):
     batches = make_batches()
     lrs = [0.1, 0.05, 0.02]
     assert_matches(
