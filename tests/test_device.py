@@ -30,5 +30,11 @@ def test_unknown_target_and_mode_are_rejected():
     with pytest.raises(InputError, match="device.target"):
         resolve_target("TPU", ms)
     with pytest.raises(InputError, match="train.mode"):
-        resolve_mode("graph")
-    assert resolve_mode("auto") == "pynative"
+        resolve_mode("jit", "CPU")
+
+
+@pytest.mark.parametrize("target, mode", [("CPU", "pynative"), ("GPU", "graph"), ("Ascend", "graph")])
+def test_auto_mode_is_chosen_per_device_and_can_be_overridden(target, mode):
+    assert resolve_mode("auto", target) == mode
+    assert resolve_mode("graph", "CPU") == "graph"
+    assert resolve_mode("pynative", "Ascend") == "pynative"
