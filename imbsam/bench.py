@@ -30,6 +30,7 @@ from imbsam.data import class_groups, longtail_counts
 METHODS = ("sgd", "sam", "imbsam")
 ARCHS = ("resnet32", "resnet34")
 DEVICES = ("auto", "CPU", "GPU", "Ascend")
+MODES = ("auto", "pynative", "graph")
 
 # CIFAR-100-LT at imbalance factor 100 and the paper's hyper-parameters (params.yaml defaults).
 NUM_CLASSES = 100
@@ -93,7 +94,7 @@ class _MindSporeRun:
     def __init__(self, options):
         from imbsam.device import setup
 
-        self.device = setup(options["device"])
+        self.device = setup(options["device"], options["mode"])
         import mindspore as ms
         from mindspore import Tensor
 
@@ -360,22 +361,31 @@ def _round_sizes(steps, rounds):
     return [len(chunk) for chunk in np.array_split(np.arange(steps), min(rounds, steps))]
 
 
+def row_name(name, mode, modes):
+    """Rows carry their execution mode only when several modes are compared."""
+    return f"{name} [{mode}]" if len(modes) > 1 else name
+
+
 def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=METHODS,
-        compare_torch=False):
-    """Measure every row; return the figures as a JSON-ready dict."""
+        compare_torch=False, modes=("auto",)):
+    """Measure every row, for each execution mode in `modes`; return the figures as a JSON-ready dict."""
     _, tail = longtail_dataset()
     labels = label_batches(batch_size, warmup + steps)
     labels = cover_both_imbsam_paths(labels[:warmup], tail) + labels[warmup:]
     base = {"arch": arch, "batch_size": batch_size, "device": device, "labels": labels}
-    plan = {name: ("pass", {**base, "pass": name}) for name in PASSES}
-    plan.update({method: ("step", {**base, "method": method, "tail": tail}) for method in methods})
+    plan = {}
+    for mode in modes:
+        in_mode = {**base, "mode": mode}
+        plan.update({row_name(name, mode, modes): ("pass", {**in_mode, "pass": name}) for name in PASSES})
+        plan.update({row_name(method, mode, modes): ("step", {**in_mode, "method": method, "tail": tail})
+                     for method in methods})
     plan[PIPELINE] = ("pipeline", base)
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no MindSpore state is inherited
     workers = {name: _Worker(context, name, kind, options) for name, (kind, options) in plan.items()}
     try:
         described = {name: worker.receive() for name, worker in workers.items()}
-        mindspore = described[PASSES[0]]
+        mindspore = described[row_name(PASSES[0], modes[0], modes)]
         if compare_torch:
             options = {**base, "threads": mindspore["threads"]}
             workers[TORCH_SGD] = _Worker(context, TORCH_SGD, "torch", options)
@@ -391,37 +401,43 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     finally:
         for worker in workers.values():
             worker.stop()
-    return _figures(rows, described, mindspore, labels[warmup:], tail, steps, warmup, rounds, arch, batch_size)
+    resolved = [described[row_name(PASSES[0], mode, modes)]["mode"] for mode in modes]  # "auto" -> the device's
+    return _figures(rows, described, mindspore, labels[warmup:], tail, steps, warmup, rounds, arch, batch_size,
+                    resolved)
 
 
-def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, rounds, arch, batch_size):
+def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, rounds, arch, batch_size, modes):
     for row in rows.values():
         row["img_per_s"] = row["images"] / row["seconds"]
         row["ms_per_step"] = 1000 * row["seconds"] / steps
         row["cores_busy"] = row["cpu_seconds"] / row["seconds"]
-    forward, forward_backward = (rows[name]["ms_per_step"] for name in PASSES)
-    backward = forward_backward - forward
     tail_free = float(np.mean([not np.isin(batch, tail).any() for batch in timed_labels]))
-    floors = {"sgd": forward_backward, "sam": 2 * forward_backward,
-              "imbsam": tail_free * (forward + backward) + (1 - tail_free) * (2 * forward + 3 * backward)}
-    for method, floor in floors.items():
-        if method in rows:
-            rows[method]["floor_ms"] = floor
-            rows[method]["x_floor"] = rows[method]["ms_per_step"] / floor
+    backward_ms = {}
+    for mode in modes:
+        name = dict(zip(PASSES + METHODS, (row_name(n, mode, modes) for n in PASSES + METHODS)))
+        forward, forward_backward = (rows[name[p]]["ms_per_step"] for p in PASSES)
+        backward = backward_ms[mode] = forward_backward - forward
+        floors = {"sgd": forward_backward, "sam": 2 * forward_backward,
+                  "imbsam": tail_free * (forward + backward) + (1 - tail_free) * (2 * forward + 3 * backward)}
+        for method, floor in floors.items():
+            if name[method] in rows:
+                rows[name[method]]["floor_ms"] = floor
+                rows[name[method]]["x_floor"] = rows[name[method]]["ms_per_step"] / floor
     figures = {
-        "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"], "mode": mindspore["mode"],
+        "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"], "modes": modes,
                    "mindspore": mindspore["mindspore"], "threads": mindspore["threads"],
                    "onednn_max_cpu_isa": mindspore["onednn_max_cpu_isa"], "steps": steps, "warmup": warmup,
                    "rounds": min(rounds, steps), "parameters": mindspore["parameters"]},
         "tail_free_batches": {"measured": tail_free, "timed_batches": len(timed_labels),
                               "expected": expected_tail_free_fraction(batch_size)},
-        "backward_ms": backward,
+        "backward_ms": backward_ms,
         "rows": rows,
     }
     if TORCH_SGD in rows:
         figures["torch"] = described[TORCH_SGD]
-        if "sgd" in rows:
-            figures["mindspore_over_torch_sgd"] = rows["sgd"]["img_per_s"] / rows[TORCH_SGD]["img_per_s"]
+        figures["mindspore_over_torch_sgd"] = {
+            mode: rows[row_name("sgd", mode, modes)]["img_per_s"] / rows[TORCH_SGD]["img_per_s"]
+            for mode in modes if row_name("sgd", mode, modes) in rows}
     return figures
 
 
@@ -430,7 +446,8 @@ def format_report(figures):
     isa = f", ONEDNN_MAX_CPU_ISA={config['onednn_max_cpu_isa']}" if config["onednn_max_cpu_isa"] else ""
     lines = [
         (f"{config['arch']} ({config['parameters'] / 1e6:.2f} M parameters), batch {config['batch_size']}, "
-        f"{config['target']} {config['mode']}, {config['threads']} threads{isa}, MindSpore {config['mindspore']}"),
+        f"{config['target']} {' and '.join(config['modes'])} mode, {config['threads']} threads{isa}, "
+        f"MindSpore {config['mindspore']}"),
         (f"{config['steps']} timed steps per row in {config['rounds']} interleaved rounds after {config['warmup']} "
         "warm-up steps; each row in its own process (first step and peak RSS are that process's)"),
     ]
@@ -441,14 +458,15 @@ def format_report(figures):
     lines.append(tabulate(table, headers, floatfmt=("", ".1f", ".1f", ".1f", ".2f", ".2f", ".0f", ".2f"),
                           missingval=""))
     lines.append(
-        f"floors: f = forward, b = forward+backward - f = {figures['backward_ms']:.1f} ms; sgd f+b, sam 2(f+b), "
+        f"floors: f = forward, b = forward+backward - f = "
+        f"{', '.join(f'{ms:.1f} ms ({mode})' for mode, ms in figures['backward_ms'].items())}; sgd f+b, sam 2(f+b), "
         f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
         f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
         f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
     if "torch" in figures:
         torch = figures["torch"]
-        ratio = figures.get("mindspore_over_torch_sgd")
-        compared = f": MindSpore/PyTorch SGD img/s = {ratio:.2f}" if ratio is not None else ""
+        ratios = figures["mindspore_over_torch_sgd"]
+        compared = "".join(f", MindSpore {mode}/PyTorch SGD img/s = {ratio:.2f}" for mode, ratio in ratios.items())
         lines.append(f"PyTorch {torch['torch']} ({torch['parameters'] / 1e6:.2f} M parameters, {torch['threads']} "
                      f"threads, {torch['isa']} kernels){compared}")
     return "\n".join(lines)
@@ -477,6 +495,13 @@ def _methods(text):
     return tuple(dict.fromkeys(names))
 
 
+def _modes(text):
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names or any(name not in MODES for name in names) or ("auto" in names and len(names) > 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto, or a comma-separated subset of pynative,graph")
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m imbsam.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", choices=ARCHS, default="resnet32")
@@ -490,13 +515,16 @@ def main(argv=None):
     parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated (default sgd,sam,imbsam)")
     parser.add_argument("--compare-torch", action="store_true",
                         help="also time the same network's SGD step in PyTorch on the CPU")
+    parser.add_argument("--modes", type=_modes, default=("auto",),
+                        help="comma-separated execution modes to compare side by side: pynative, graph "
+                             "(default auto: the device's own, as training picks it)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     args = parser.parse_args(argv)
     if args.compare_torch and importlib.util.find_spec("torch") is None:
         parser.error("--compare-torch needs PyTorch, a benchmark-only extra: pip install torch==2.13.0")
     try:
         figures = run(args.arch, args.batch_size, args.device, args.steps, args.warmup, args.rounds, args.methods,
-                      args.compare_torch)
+                      args.compare_torch, args.modes)
     except WorkerError as error:
         print(error, file=sys.stderr)
         return 1

@@ -15,11 +15,31 @@ def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
                        "--methods", "imbsam", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "peak RSS MiB", "tail-free share"):
+    for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "peak RSS MiB", "tail-free share",
+                 "CPU pynative mode"):
         assert text in printed
     figures = json.loads(out.read_text())
     assert set(figures["rows"]) == {"forward", "forward+backward", "imbsam", "input pipeline"}
     assert figures["rows"]["imbsam"]["x_floor"] > 0
+
+
+def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
+    out = tmp_path / "bench.json"
+    code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
+                       "--methods", "sgd", "--modes", "pynative,graph", "--json", str(out)])
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert figures["config"]["modes"] == ["pynative", "graph"]
+    for mode in ("pynative", "graph"):
+        assert figures["rows"][f"sgd [{mode}]"]["floor_ms"] == figures["rows"][f"forward+backward [{mode}]"][
+            "ms_per_step"]
+
+
+@pytest.mark.parametrize("text", ["jit", "auto,graph", ","])
+def test_bad_modes_are_rejected(text, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--modes", text])
+    assert "pynative,graph" in capsys.readouterr().err
 
 
 def test_label_batches_reproduce_the_if100_share_of_tail_free_batches():
