@@ -161,12 +161,15 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
         is_tail = np.isin(labels_np, tail_classes)
         batch = len(labels_np)
         head_weights = Tensor(np.where(is_tail, 0.0, 1.0 / batch).astype(np.float32))
-        stats.save()
+        tail_free = not is_tail.any()
+        replay = tail_free and bn_update_in_perturbed_pass
+        if replay:
+            stats.save()
         (_, per_sample), head_grads = grad_fn(images, labels, head_weights)
-        if not is_tail.any():
+        if tail_free:
             # eps = 0 and g_t' = 0: the update is SGD on L_h. The authors' code still runs a forward
             # at w + 0, moving the running statistics a second time with this batch.
-            if bn_update_in_perturbed_pass:
+            if replay:
                 stats.repeat_last_update()
             optimizer(head_grads)
             return per_sample.mean()
