@@ -9,6 +9,9 @@ load from other jobs on a shared machine falls on every row alike, so ratios bet
 even when absolute figures do not. A timed loop ends by reading back its last result to the host,
 so asynchronously queued work is inside the time.
 
+Each mode in --modes (PyNative and graph by default) gets its own rows and floors, side by side in
+the same rounds; the last line says which mode training's `train.mode: auto` picks for each method.
+
 Labels follow CIFAR-100-LT at imbalance factor 100, so ImbSAM meets batches without tail samples
 (its cheaper path) as often as in training; images are random, which costs the same as real ones.
 """
@@ -26,11 +29,12 @@ import numpy as np
 from tabulate import tabulate
 
 from imbsam.data import class_groups, longtail_counts
+from imbsam.device import resolve_mode
 
 METHODS = ("sgd", "sam", "imbsam")
 ARCHS = ("resnet32", "resnet34")
 DEVICES = ("auto", "CPU", "GPU", "Ascend")
-MODES = ("auto", "pynative", "graph")
+MODES = ("pynative", "graph")
 
 # CIFAR-100-LT at imbalance factor 100 and the paper's hyper-parameters (params.yaml defaults).
 NUM_CLASSES = 100
@@ -367,7 +371,7 @@ def row_name(name, mode, modes):
 
 
 def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=METHODS,
-        compare_torch=False, modes=("auto",)):
+        compare_torch=False, modes=MODES):
     """Measure every row, for each execution mode in `modes`; return the figures as a JSON-ready dict."""
     _, tail = longtail_dataset()
     labels = label_batches(batch_size, warmup + steps)
@@ -401,9 +405,8 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     finally:
         for worker in workers.values():
             worker.stop()
-    resolved = [described[row_name(PASSES[0], mode, modes)]["mode"] for mode in modes]  # "auto" -> the device's
     return _figures(rows, described, mindspore, labels[warmup:], tail, steps, warmup, rounds, arch, batch_size,
-                    resolved)
+                    list(modes))
 
 
 def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, rounds, arch, batch_size, modes):
@@ -426,7 +429,8 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
     figures = {
         "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"], "modes": modes,
                    "mindspore": mindspore["mindspore"], "threads": mindspore["threads"],
-                   "onednn_max_cpu_isa": mindspore["onednn_max_cpu_isa"], "steps": steps, "warmup": warmup,
+                   "onednn_max_cpu_isa": mindspore["onednn_max_cpu_isa"],
+                   "launch_blocking": mindspore["launch_blocking"], "steps": steps, "warmup": warmup,
                    "rounds": min(rounds, steps), "parameters": mindspore["parameters"]},
         "tail_free_batches": {"measured": tail_free, "timed_batches": len(timed_labels),
                               "expected": expected_tail_free_fraction(batch_size)},
@@ -444,6 +448,7 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
 def format_report(figures):
     config, tail_free = figures["config"], figures["tail_free_batches"]
     isa = f", ONEDNN_MAX_CPU_ISA={config['onednn_max_cpu_isa']}" if config["onednn_max_cpu_isa"] else ""
+    isa += ", synchronous launch" if config["launch_blocking"] else ""
     lines = [
         (f"{config['arch']} ({config['parameters'] / 1e6:.2f} M parameters), batch {config['batch_size']}, "
         f"{config['target']} {' and '.join(config['modes'])} mode, {config['threads']} threads{isa}, "
@@ -463,6 +468,9 @@ def format_report(figures):
         f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
         f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
         f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
+    methods = [method for method in METHODS if any(name.split(" [")[0] == method for name in figures["rows"])]
+    picks = ", ".join(f"{method} {resolve_mode('auto', config['target'], method)}" for method in methods)
+    lines.append(f"train.mode=auto on {config['target']} trains {picks}")
     if "torch" in figures:
         torch = figures["torch"]
         ratios = figures["mindspore_over_torch_sgd"]
@@ -497,8 +505,8 @@ def _methods(text):
 
 def _modes(text):
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    if not names or any(name not in MODES for name in names) or ("auto" in names and len(names) > 1):
-        raise argparse.ArgumentTypeError(f"{text!r}: give auto, or a comma-separated subset of pynative,graph")
+    if not names or any(name not in MODES for name in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of {','.join(MODES)}")
     return names
 
 
@@ -515,9 +523,8 @@ def main(argv=None):
     parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated (default sgd,sam,imbsam)")
     parser.add_argument("--compare-torch", action="store_true",
                         help="also time the same network's SGD step in PyTorch on the CPU")
-    parser.add_argument("--modes", type=_modes, default=("auto",),
-                        help="comma-separated execution modes to compare side by side: pynative, graph "
-                             "(default auto: the device's own, as training picks it)")
+    parser.add_argument("--modes", type=_modes, default=MODES,
+                        help="execution modes side by side, comma-separated (default pynative,graph)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     args = parser.parse_args(argv)
     if args.compare_torch and importlib.util.find_spec("torch") is None:

@@ -69,28 +69,36 @@ def resolve_target(target, ms):
     return target
 
 
-def resolve_mode(mode, target):
-    """`auto` is PyNative on the CPU, where it was the faster of the two (notes/mindspore.md), and graph
-    mode on GPU and Ascend, where launching one compiled graph per call saves the per-operator
-    dispatch. Both modes give the same update (tests/test_optim_equivalence.py)."""
+def resolve_mode(mode, target, method=None):
+    """`auto`: graph mode on GPU and Ascend, where one compiled graph per call saves the per-operator
+    dispatch. On the CPU, whichever mode measured faster for the work (`python -m imbsam.bench`, README
+    "Performance"): graph for sgd and evaluation (`method=None`), one gradient graph per step; PyNative
+    for sam and imbsam, whose several gradient calls per step ran slower as graphs on ResNet-34.
+    Both modes give the same update (tests/test_optim_equivalence.py, tests/test_graph_mode.py)."""
     if mode not in MODES:
         raise InputError(f"train.mode={mode!r} is not one of {', '.join(MODES)}")
-    if mode == "auto":
-        return "pynative" if target == "CPU" else "graph"
-    return mode
+    if mode != "auto":
+        return mode
+    return "pynative" if target == "CPU" and method in ("sam", "imbsam") else "graph"
 
 
-def setup(target="auto", mode="auto", deterministic=False):
-    """Select the device and execution mode; return a description for run metadata."""
+def setup(target="auto", mode="auto", deterministic=False, method=None):
+    """Select the device and execution mode (for training with `method`, or evaluation); return a
+    description for run metadata."""
     if target not in TARGETS:
         raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
     prepare_environment(target)
     import mindspore as ms
 
     resolved = resolve_target(target, ms)
-    resolved_mode = resolve_mode(mode, resolved)
+    resolved_mode = resolve_mode(mode, resolved, method)
     ms.set_device(resolved)
     ms.set_context(mode=ms.GRAPH_MODE if resolved_mode == "graph" else ms.PYNATIVE_MODE)
+    if resolved == "CPU":
+        # The CPU "device" is the host's own cores: asynchronous launch only adds a dispatch thread that
+        # competes with the kernels for them. Synchronous launch made PyNative ResNet-32 steps 1.3-1.6x
+        # faster on 2 cores and left graph mode unchanged (README, Performance).
+        ms.runtime.launch_blocking()
     if deterministic:
         ms.set_deterministic(True)
     return {
@@ -102,4 +110,5 @@ def setup(target="auto", mode="auto", deterministic=False):
         "platform": platform.platform(),
         "threads": os.cpu_count(),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") if resolved == "CPU" else None,
+        "launch_blocking": resolved == "CPU",
     }

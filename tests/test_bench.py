@@ -12,7 +12,7 @@ from imbsam import bench
 def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--methods", "imbsam", "--json", str(out)])
+                       "--methods", "imbsam", "--modes", "pynative", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "peak RSS MiB", "tail-free share",
@@ -26,7 +26,7 @@ def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
 def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--methods", "sgd", "--modes", "pynative,graph", "--json", str(out)])
+                       "--methods", "sgd", "--json", str(out)])
     assert code == 0
     figures = json.loads(out.read_text())
     assert figures["config"]["modes"] == ["pynative", "graph"]
@@ -35,7 +35,7 @@ def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
             "ms_per_step"]
 
 
-@pytest.mark.parametrize("text", ["jit", "auto,graph", ","])
+@pytest.mark.parametrize("text", ["jit", "auto", ","])
 def test_bad_modes_are_rejected(text, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--modes", text])

@@ -33,8 +33,15 @@ def test_unknown_target_and_mode_are_rejected():
         resolve_mode("jit", "CPU")
 
 
-@pytest.mark.parametrize("target, mode", [("CPU", "pynative"), ("GPU", "graph"), ("Ascend", "graph")])
-def test_auto_mode_is_chosen_per_device_and_can_be_overridden(target, mode):
-    assert resolve_mode("auto", target) == mode
-    assert resolve_mode("graph", "CPU") == "graph"
-    assert resolve_mode("pynative", "Ascend") == "pynative"
+@pytest.mark.parametrize("target, method, mode", [
+    ("CPU", "sgd", "graph"), ("CPU", None, "graph"), ("CPU", "sam", "pynative"), ("CPU", "imbsam", "pynative"),
+    ("GPU", "imbsam", "graph"), ("Ascend", "imbsam", "graph"), ("Ascend", None, "graph")])
+def test_auto_mode_is_chosen_per_device_and_method(target, method, mode):
+    assert resolve_mode("auto", target, method) == mode
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_an_explicit_mode_overrides_auto(mode):
+    for target in ("CPU", "GPU", "Ascend"):
+        for method in ("sgd", "imbsam", None):
+            assert resolve_mode(mode, target, method) == mode
