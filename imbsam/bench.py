@@ -145,8 +145,14 @@ class _MindSporePass(_MindSporeRun):
         import mindspore as ms
         from mindspore import Tensor, nn
 
+        from imbsam.optim import make_optimizer
+
         loss_fn = nn.CrossEntropyLoss(reduction="none")
         network = self.network
+        # One update at learning rate 0 leaves the weights as they are but stores them as training does:
+        # on a network no optimizer ever wrote, ResNet-32's passes ran about 25% faster than in training.
+        params = network.trainable_params()
+        make_optimizer(network, 0.0, momentum=0.0, weight_decay=0.0)(tuple(ms.ops.zeros_like(p) for p in params))
 
         def weighted_loss(images, labels, sample_weights):
             per_sample = loss_fn(network(images), labels)
@@ -156,7 +162,7 @@ class _MindSporePass(_MindSporeRun):
         if options["pass"] == "forward":
             self.run = lambda labels: weighted_loss(self.images, labels, self.uniform)[0]
         else:
-            grad_fn = ms.value_and_grad(weighted_loss, None, network.trainable_params(), has_aux=True)
+            grad_fn = ms.value_and_grad(weighted_loss, None, params, has_aux=True)
             # Backward runs from the loss to the input: the first layer's gradient is its last result.
             self.run = lambda labels: grad_fn(self.images, labels, self.uniform)[1][0]
 
