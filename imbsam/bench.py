@@ -487,14 +487,15 @@ def format_report(figures):
 
 
 def _batch_size(text):
-    value = _positive(text)
+    value = positive_int(text)
     images = len(longtail_dataset()[0])
     if value > images:
         raise argparse.ArgumentTypeError(f"{text} exceeds the {images} images of CIFAR-100-LT IF=100")
     return value
 
 
-def _positive(text):
+def positive_int(text):
+    """argparse type: an integer >= 1 (also used by imbsam.convbench)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
@@ -521,10 +522,10 @@ def main(argv=None):
     parser.add_argument("--arch", choices=ARCHS, default="resnet32")
     parser.add_argument("--batch-size", type=_batch_size, default=64)
     parser.add_argument("--device", choices=DEVICES, default="auto")
-    parser.add_argument("--steps", type=_positive, default=10, help="timed steps per row (default 10)")
-    parser.add_argument("--warmup", type=_positive, default=2,
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps per row (default 10)")
+    parser.add_argument("--warmup", type=positive_int, default=2,
                         help="untimed steps first; the first gives the first-step time (default 2)")
-    parser.add_argument("--rounds", type=_positive, default=5,
+    parser.add_argument("--rounds", type=positive_int, default=5,
                         help="interleaved rounds the timed steps are split into (default 5)")
     parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated (default sgd,sam,imbsam)")
     parser.add_argument("--compare-torch", action="store_true",

@@ -41,6 +41,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from tabulate import tabulate
 
+from imbsam.bench import positive_int
 from imbsam.device import prepare_environment
 
 PADDING = 1
@@ -294,16 +295,9 @@ def format_report(figures):
     return "\n".join(lines)
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
 def _shape(text):
     try:
-        values = tuple(_positive(part) for part in text.split(","))
+        values = tuple(positive_int(part) for part in text.split(","))
     except (ValueError, argparse.ArgumentTypeError):
         values = ()
     if len(values) != 3:
@@ -315,10 +309,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m imbsam.convbench", description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=_shape, action="append", metavar="CIN,COUT,SIZE",
                         help="a layer to measure, repeatable (default: resnet32's 16,16,32 and resnet34's 128,128,16)")
-    parser.add_argument("--batch-size", type=_positive, default=64)
-    parser.add_argument("--repeats", type=_positive, default=7, help="timed calls per row and pass (default 7)")
-    parser.add_argument("--warmup", type=_positive, default=2, help="untimed calls per row and pass first (default 2)")
-    parser.add_argument("--threads", type=_positive,
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--repeats", type=positive_int, default=7, help="timed calls per row and pass (default 7)")
+    parser.add_argument("--warmup", type=positive_int, default=2,
+                        help="untimed calls per row and pass first (default 2)")
+    parser.add_argument("--threads", type=positive_int,
                         help="MindSpore's runtime threads, and PyTorch's (default: MindSpore's own choice)")
     args = parser.parse_args(argv)
     shapes = SHAPES
