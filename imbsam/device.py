@@ -1,4 +1,4 @@
-"""Device selection: CPU / GPU / Ascend / auto, and the CPU oneDNN setting.
+"""Device selection (CPU / GPU / Ascend / auto), execution mode, and the CPU's oneDNN and launch settings.
 
 Call `setup()` once per process, before MindSpore does any tensor work: MindSpore
 accepts one `set_device` per process, and the oneDNN setting must be in the

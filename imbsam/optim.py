@@ -9,8 +9,8 @@ SAM is the same with L = mean loss in both places. BatchNorm running statistics 
 once per forward pass the authors' code runs: once at w, once at w + eps.
 
 Vector arithmetic over all parameters (norm, perturb, restore) runs as one compiled graph
-per call; gradients come from PyNative autodiff, which reproduced the reference update
-where a fully jitted SAM step did not (notes/mindspore.md).
+per call; each gradient is one value_and_grad call, run op by op (PyNative) or as a graph
+(train.mode), and both modes are tested against an independent reference.
 """
 
 import warnings
