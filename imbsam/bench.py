@@ -474,7 +474,9 @@ def format_report(figures):
         f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
         f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
         f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
-    methods = [method for method in METHODS if any(name.split(" [")[0] == method for name in figures["rows"])]
+    modes = config["modes"]
+    methods = [method for method in METHODS
+               if any(row_name(method, mode, modes) in figures["rows"] for mode in modes)]
     picks = ", ".join(f"{method} {resolve_mode('auto', config['target'], method)}" for method in methods)
     lines.append(f"train.mode=auto on {config['target']} trains {picks}")
     if "torch" in figures:
