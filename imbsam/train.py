@@ -221,7 +221,8 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_
     optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
     step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, config.method,
                            rho=config.rho, tail_classes=tail_classes, tail_loss_scale=config.tail_loss_scale,
-                           bn_update_in_perturbed_pass=config.bn_update_in_perturbed_pass)
+                           bn_update_in_perturbed_pass=config.bn_update_in_perturbed_pass,
+                           mode=device["mode"] if device else "graph")
 
     state = checkpoints.load_state()
     if state:

@@ -35,11 +35,11 @@ def batches(count):
     return out
 
 
-def run_steps(method, data):
+def run_steps(method, data, mode):
     network = create_model("resnet32", CLASSES, seed=5)
     optimizer = make_optimizer(network, 0.1, momentum=0.9, weight_decay=1e-3)
     step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, method, rho=0.5,
-                           tail_classes=(7, 8, 9))
+                           tail_classes=(7, 8, 9), mode=mode)
     losses = [float(step(images, labels).asnumpy()) for images, labels in data]
     return losses, {p.name: p.asnumpy().copy() for p in network.get_parameters()}
 
@@ -61,10 +61,10 @@ def test_resnet32_gradient_is_the_same_on_every_call_in_graph_mode(graph_mode):
 
 def test_graph_and_pynative_imbsam_steps_agree_on_resnet32():
     data = batches(3)
-    pynative_losses, pynative = run_steps("imbsam", data)
+    pynative_losses, pynative = run_steps("imbsam", data, "pynative")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        graph_losses, graph = run_steps("imbsam", data)
+        graph_losses, graph = run_steps("imbsam", data, "graph")
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     np.testing.assert_allclose(graph_losses, pynative_losses, rtol=1e-5)

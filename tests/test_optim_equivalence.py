@@ -246,6 +246,7 @@ def mindspore_run(
     decay_bn=True,
     tail_classes=TAIL_CLASSES,
     bn_update_in_perturbed_pass=True,
+    mode="graph",
 ):
     from imbsam.optim import make_optimizer, make_train_step
 
@@ -263,6 +264,7 @@ def mindspore_run(
         tail_classes=tail_classes,
         tail_loss_scale=TAIL_LOSS_SCALE,
         bn_update_in_perturbed_pass=bn_update_in_perturbed_pass,
+        mode=mode,
     )
     history = []
     for x, labels in batches:
@@ -289,7 +291,8 @@ def assert_matches(actual, expected, keys, label):
 
 @pytest.fixture(params=["pynative", "graph"])
 def execution_mode(request):
-    """Run a test in PyNative and again in graph mode (train.mode), then restore PyNative."""
+    """Run a test with the step op by op in a PyNative context, and compiled in a graph-mode context
+    (train.mode); tests without it run the library's default, a compiled step in a PyNative context."""
     ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
     yield request.param
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -301,7 +304,7 @@ def execution_mode(request):
 def test_step_matches_reference(method, rho, execution_mode):
     batches = make_batches()
     assert_matches(
-        mindspore_run(method, batches, rho=rho),
+        mindspore_run(method, batches, rho=rho, mode=execution_mode),
         reference_run(method, batches, rho=rho),
         PARAM_KEYS + STAT_KEYS,
         f"{method} rho={rho} ({execution_mode})",
@@ -312,7 +315,7 @@ def test_per_step_learning_rate_list(execution_mode):
     batches = make_batches()
     lrs = [0.1, 0.05, 0.02]
     assert_matches(
-        mindspore_run("imbsam", batches, lrs=lrs),
+        mindspore_run("imbsam", batches, lrs=lrs, mode=execution_mode),
         reference_run("imbsam", batches, lrs=lrs),
         PARAM_KEYS + STAT_KEYS,
         "imbsam per-step lr",
@@ -353,10 +356,10 @@ def test_decay_bn_switch(decay_bn):
 
 
 @pytest.mark.parametrize("method", ["sam", "imbsam"])
-def test_perturbed_pass_can_leave_running_stats_alone(method):
+def test_perturbed_pass_can_leave_running_stats_alone(method, execution_mode):
     batches = make_batches()
     assert_matches(
-        mindspore_run(method, batches, rho=0.5, bn_update_in_perturbed_pass=False),
+        mindspore_run(method, batches, rho=0.5, bn_update_in_perturbed_pass=False, mode=execution_mode),
         reference_run(method, batches, rho=0.5, bn_update_in_perturbed_pass=False),
         PARAM_KEYS + STAT_KEYS,
         f"{method} without perturbed BN update",
@@ -387,3 +390,11 @@ def test_negative_rho_is_rejected(method):
             rho=-0.1,
             tail_classes=TAIL_CLASSES,
         )
+
+
+def test_unknown_step_mode_is_rejected_by_name():
+    from imbsam.optim import make_optimizer, make_train_step
+
+    net = TinyMLP(initial_params())
+    with pytest.raises(InputError, match="jit.*graph, pynative"):
+        make_train_step(net, nn.CrossEntropyLoss(reduction="none"), make_optimizer(net, LR), "sgd", mode="jit")
