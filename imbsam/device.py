@@ -69,29 +69,25 @@ def resolve_target(target, ms):
     return target
 
 
-def resolve_mode(mode, target, method=None):
-    """`auto`: graph mode on GPU and Ascend, where one compiled graph per call saves the per-operator
-    dispatch. On the CPU, whichever mode measured faster for the work (`python -m imbsam.bench`, README
-    "Performance"): graph for sgd and evaluation (`method=None`), one gradient graph per step; PyNative
-    for sam and imbsam, whose several gradient calls per step ran slower as graphs on ResNet-34.
-    Both modes give the same update (tests/test_optim_equivalence.py, tests/test_graph_mode.py)."""
+def resolve_mode(mode, target):
+    """`auto` is graph mode on every device: the train step is one compiled graph, and on the CPU it
+    measured faster than op by op for all three methods (`python -m imbsam.bench`, README
+    "Performance"). `pynative` runs steps and evaluation op by op, for debugging. Both modes give the
+    same update (tests/test_optim_equivalence.py, tests/test_graph_mode.py)."""
     if mode not in MODES:
         raise InputError(f"train.mode={mode!r} is not one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    return "pynative" if target == "CPU" and method in ("sam", "imbsam") else "graph"
+    return "graph" if mode == "auto" else mode
 
 
-def setup(target="auto", mode="auto", deterministic=False, method=None):
-    """Select the device and execution mode (for training with `method`, or evaluation); return a
-    description for run metadata."""
+def setup(target="auto", mode="auto", deterministic=False):
+    """Select the device and execution mode; return a description for run metadata."""
     if target not in TARGETS:
         raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
     prepare_environment(target)
     import mindspore as ms
 
     resolved = resolve_target(target, ms)
-    resolved_mode = resolve_mode(mode, resolved, method)
+    resolved_mode = resolve_mode(mode, resolved)
     ms.set_device(resolved)
     ms.set_context(mode=ms.GRAPH_MODE if resolved_mode == "graph" else ms.PYNATIVE_MODE)
     if resolved == "CPU":

@@ -60,7 +60,7 @@ def main():
     from imbsam.train import train
 
     split = load_split("data/split")
-    device = setup(target, mode, method=config.method)
+    device = setup(target, mode)
     name = f"{args.optimizer}-{seed}"
     train(config, split, out_dir=f"runs/{name}", resume_dir=".resume", live_dir=f"runs/{name}/live",
           device=device, quick_run_hint=QUICK_RUN)

@@ -33,15 +33,13 @@ def test_unknown_target_and_mode_are_rejected():
         resolve_mode("jit", "CPU")
 
 
-@pytest.mark.parametrize("target, method, mode", [
-    ("CPU", "sgd", "graph"), ("CPU", None, "graph"), ("CPU", "sam", "pynative"), ("CPU", "imbsam", "pynative"),
-    ("GPU", "imbsam", "graph"), ("Ascend", "imbsam", "graph"), ("Ascend", None, "graph")])
-def test_auto_mode_is_chosen_per_device_and_method(target, method, mode):
-    assert resolve_mode("auto", target, method) == mode
+@pytest.mark.parametrize("target", ["CPU", "GPU", "Ascend"])
+def test_auto_mode_is_graph_on_every_device(target):
+    assert resolve_mode("auto", target) == "graph"
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 def test_an_explicit_mode_overrides_auto(mode):
     for target in ("CPU", "GPU", "Ascend"):
-        for method in ("sgd", "imbsam", None):
-            assert resolve_mode(mode, target, method) == mode
+        assert resolve_mode(mode, target) == mode
+
