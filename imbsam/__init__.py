@@ -3,4 +3,10 @@
 The library knows nothing of DVC or params.yaml; stages/ wires it to the pipeline.
 """
 
+from imbsam.device import prepare_environment
+
 __version__ = "0.1.0"
+
+# Code that uses the library without imbsam.device.setup() still gets oneDNN's fast CPU convolutions,
+# provided it imports imbsam before mindspore. A value the user set is kept.
+prepare_environment()

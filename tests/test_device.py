@@ -1,5 +1,9 @@
 """Device selection on a machine with a CPU only (what CI has)."""
 
+import os
+import subprocess
+import sys
+
 import mindspore as ms
 import pytest
 
@@ -43,3 +47,12 @@ def test_an_explicit_mode_overrides_auto(mode):
     for target in ("CPU", "GPU", "Ascend"):
         assert resolve_mode(mode, target) == mode
 
+
+@pytest.mark.parametrize("preset, expected", [(None, "AVX2"), ("AVX512_CORE", "AVX512_CORE")])
+def test_importing_imbsam_caps_onednn_unless_the_user_chose(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if preset:
+        env["ONEDNN_MAX_CPU_ISA"] = preset
+    shown = subprocess.run([sys.executable, "-c", "import imbsam, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])"],
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert shown == expected
