@@ -10,7 +10,7 @@ even when absolute figures do not. A timed loop ends by reading back its last re
 so asynchronously queued work is inside the time.
 
 Each mode in --modes (PyNative and graph by default) gets its own rows and floors, side by side in
-the same rounds; the last line says which mode training's `train.mode: auto` picks for each method.
+the same rounds; the last line says which mode training's `train.mode: auto` picks.
 
 Labels follow CIFAR-100-LT at imbalance factor 100, so ImbSAM meets batches without tail samples
 (its cheaper path) as often as in training; images are random, which costs the same as real ones.
@@ -126,7 +126,8 @@ class _MindSporeStep(_MindSporeRun):
 
         self.optimizer = make_optimizer(self.network, LEARNING_RATE, MOMENTUM, WEIGHT_DECAY)
         self.train_step = make_train_step(self.network, nn.CrossEntropyLoss(reduction="none"), self.optimizer,
-                                          options["method"], rho=RHO, tail_classes=options["tail"])
+                                          options["method"], rho=RHO, tail_classes=options["tail"],
+                                          mode=self.device["mode"])
 
     def step(self, i):
         return self.batch_size, self.train_step(self.images, self.labels[i])
@@ -138,7 +139,8 @@ class _MindSporeStep(_MindSporeRun):
 
 
 class _MindSporePass(_MindSporeRun):
-    """One forward (train mode, BatchNorm updating) or forward+backward as make_train_step computes it."""
+    """One forward (train mode, BatchNorm updating) or forward+backward as make_train_step computes it:
+    a Cell, so graph mode compiles it as it compiles the step."""
 
     def __init__(self, options):
         super().__init__(options)
@@ -147,30 +149,40 @@ class _MindSporePass(_MindSporeRun):
 
         from imbsam.optim import make_optimizer
 
-        loss_fn = nn.CrossEntropyLoss(reduction="none")
-        network = self.network
         # One update at learning rate 0 leaves the weights as they are but stores them as training does:
         # on a network no optimizer ever wrote, ResNet-32's passes ran about 25% faster than in training.
-        params = network.trainable_params()
-        make_optimizer(network, 0.0, momentum=0.0, weight_decay=0.0)(tuple(ms.ops.zeros_like(p) for p in params))
-
-        def weighted_loss(images, labels, sample_weights):
-            per_sample = loss_fn(network(images), labels)
-            return (per_sample * sample_weights).sum(), per_sample
-
+        params = self.network.trainable_params()
+        make_optimizer(self.network, 0.0, momentum=0.0, weight_decay=0.0)(tuple(ms.ops.zeros_like(p) for p in params))
         self.uniform = Tensor(np.full(self.batch_size, 1.0 / self.batch_size, dtype=np.float32))
-        if options["pass"] == "forward":
-            self.run = lambda labels: weighted_loss(self.images, labels, self.uniform)[0]
-        else:
-            grad_fn = ms.value_and_grad(weighted_loss, None, params, has_aux=True)
-            # Backward runs from the loss to the input: the first layer's gradient is its last result.
-            self.run = lambda labels: grad_fn(self.images, labels, self.uniform)[1][0]
+        self.run = _pass_cell(ms, nn, options["pass"], self.network, nn.CrossEntropyLoss(reduction="none"))
 
     def step(self, i):
-        return self.batch_size, self.run(self.labels[i])
+        return self.batch_size, self.run(self.images, self.labels[i], self.uniform)
 
     def sync(self, result):
-        result.asnumpy()
+        # Backward runs from the loss to the input: the first layer's gradient is its last result.
+        (result[0] if isinstance(result, tuple) else result).asnumpy()
+
+
+def _pass_cell(ms, nn, kind, network, loss_fn):
+    class Passes(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.network = network
+            self.loss_fn = loss_fn
+            self.weights = ms.ParameterTuple(network.trainable_params())
+            self.forward_only = kind == "forward"
+
+        def per_sample_loss(self, images, labels):
+            return self.loss_fn(self.network(images), labels)
+
+        def construct(self, images, labels, sample_weights):
+            if self.forward_only:
+                return (self.per_sample_loss(images, labels) * sample_weights).sum()
+            _, backward = ms.vjp(self.per_sample_loss, images, labels, weights=self.weights)
+            return backward(sample_weights)[1]
+
+    return Passes()
 
 
 class _InputPipeline:
@@ -474,11 +486,7 @@ def format_report(figures):
         f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
         f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
         f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
-    modes = config["modes"]
-    methods = [method for method in METHODS
-               if any(row_name(method, mode, modes) in figures["rows"] for mode in modes)]
-    picks = ", ".join(f"{method} {resolve_mode('auto', config['target'], method)}" for method in methods)
-    lines.append(f"train.mode=auto on {config['target']} trains {picks}")
+    lines.append(f"train.mode=auto on {config['target']} trains in {resolve_mode('auto', config['target'])} mode")
     if "torch" in figures:
         torch = figures["torch"]
         ratios = figures["mindspore_over_torch_sgd"]
