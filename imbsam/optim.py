@@ -8,7 +8,7 @@ ImbSAM (one step on a batch of B samples, tail classes T, per-sample loss l_i):
 SAM is the same with L = mean loss in both places. BatchNorm running statistics move
 once per forward pass the authors' code runs: once at w, once at w + eps.
 
-By default a step is one compiled graph (two per method for ImbSAM: batches with and without tail
+By default a step is one compiled graph (ImbSAM has two: batches with and without tail
 samples), in which g_h and g_t are two backward passes of one forward at w. mode="pynative" runs it
 op by op instead, for debugging; there a backward pass consumes its forward, so g_t takes a second
 forward whose running-statistics update is undone. Both are tested against an independent reference.
@@ -66,7 +66,7 @@ class _Perturbation(nn.Cell):
     def restore(self, after):
         """w <- w - eps once `after` is computed: the gradient at w + eps. In one graph, nothing else
         orders the two, and a backward pass that reads a weight (BatchNorm's gamma) after the restore
-        returns a gradient taken partly at w (MindSpore 2.10, tests/test_graph_mode.py)."""
+        returns a gradient taken partly at w (MindSpore 2.10, tests/test_optim_equivalence.py)."""
         for w, e in zip(self.weights, self.eps):
             ops.assign_sub(w, ops.depend(e, after))
         return True
