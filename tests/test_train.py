@@ -14,7 +14,7 @@ import pytest
 
 from imbsam.errors import InputError
 from imbsam.pipeline import MEAN, STD, TrainBatches, augment, normalize
-from imbsam.train import TrainConfig, cosine_schedule, tail_classes_for
+from imbsam.train import TrainConfig, cosine_schedule, tail_classes_for, typical_step_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,6 +26,11 @@ def test_cosine_schedule_starts_at_lr_and_decays_to_zero():
     assert lrs[50] == pytest.approx(0.005)
     assert lrs[-1] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 99 / 100)))
     assert np.all(np.diff(lrs) <= 0)
+
+
+def test_the_time_estimate_ignores_a_step_that_compiled():
+    # Step ends 1 s apart, except the third step, which compiled ImbSAM's second graph for 20 s.
+    assert typical_step_seconds([0.0, 1.0, 2.0, 22.0, 23.0, 24.0]) == 1.0
 
 
 def test_augment_is_a_padded_crop_with_optional_flip():
