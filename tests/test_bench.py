@@ -15,12 +15,13 @@ def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
                        "--methods", "imbsam", "--modes", "pynative", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "peak RSS MiB", "tail-free share",
-                 "CPU pynative mode"):
+    for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "compile s", "peak RSS MiB",
+                 "tail-free share", "CPU pynative mode"):
         assert text in printed
     figures = json.loads(out.read_text())
     assert set(figures["rows"]) == {"forward", "forward+backward", "imbsam", "input pipeline"}
     assert figures["rows"]["imbsam"]["x_floor"] > 0
+    assert 0 <= figures["rows"]["imbsam"]["compile_s"] <= figures["rows"]["imbsam"]["first_step_s"]
 
 
 def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
