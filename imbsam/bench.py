@@ -491,7 +491,7 @@ def format_report(figures):
         f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
         f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
         f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
-    lines.append(f"train.mode=auto on {config['target']} trains in {resolve_mode('auto', config['target'])} mode")
+    lines.append(f"train.mode=auto trains in {resolve_mode('auto')} mode")
     if "torch" in figures:
         torch = figures["torch"]
         ratios = figures["mindspore_over_torch_sgd"]

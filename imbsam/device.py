@@ -69,7 +69,7 @@ def resolve_target(target, ms):
     return target
 
 
-def resolve_mode(mode, target):
+def resolve_mode(mode):
     """`auto` is graph mode on every device: the train step is one compiled graph, and on the CPU it
     measured faster than op by op for all three methods (`python -m imbsam.bench`, README
     "Performance"). `pynative` runs steps and evaluation op by op, for debugging. Both modes give the
@@ -87,7 +87,7 @@ def setup(target="auto", mode="auto", deterministic=False):
     import mindspore as ms
 
     resolved = resolve_target(target, ms)
-    resolved_mode = resolve_mode(mode, resolved)
+    resolved_mode = resolve_mode(mode)
     ms.set_device(resolved)
     ms.set_context(mode=ms.GRAPH_MODE if resolved_mode == "graph" else ms.PYNATIVE_MODE)
     if resolved == "CPU":

@@ -34,18 +34,16 @@ def test_unknown_target_and_mode_are_rejected():
     with pytest.raises(InputError, match="device.target"):
         resolve_target("TPU", ms)
     with pytest.raises(InputError, match="train.mode"):
-        resolve_mode("jit", "CPU")
+        resolve_mode("jit")
 
 
-@pytest.mark.parametrize("target", ["CPU", "GPU", "Ascend"])
-def test_auto_mode_is_graph_on_every_device(target):
-    assert resolve_mode("auto", target) == "graph"
+def test_auto_mode_is_graph_on_every_device():
+    assert resolve_mode("auto") == "graph"
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 def test_an_explicit_mode_overrides_auto(mode):
-    for target in ("CPU", "GPU", "Ascend"):
-        assert resolve_mode(mode, target) == mode
+    assert resolve_mode(mode) == mode
 
 
 @pytest.mark.parametrize("preset, expected", [(None, "AVX2"), ("AVX512_CORE", "AVX512_CORE")])
