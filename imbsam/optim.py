@@ -8,10 +8,13 @@ ImbSAM (one step on a batch of B samples, tail classes T, per-sample loss l_i):
 SAM is the same with L = mean loss in both places. BatchNorm running statistics move
 once per forward pass the authors' code runs: once at w, once at w + eps.
 
-By default a step is one compiled graph (ImbSAM has two: batches with and without tail
-samples), in which g_h and g_t are two backward passes of one forward at w. mode="pynative" runs it
-op by op instead, for debugging; there a backward pass consumes its forward, so g_t takes a second
-forward whose running-statistics update is undone. Both are tested against an independent reference.
+By default each piece of a step runs compiled: the gradients (one forward pass at w and one
+backward pass per loss: ImbSAM's g_h and g_t share the forward), the perturbation, and the update
+(undo the perturbation, then the base optimizer). The gradient graph is shared by the passes at w
+and at w + eps and by every kind of batch, which keeps memory and compile time down.
+mode="pynative" runs the same pieces op by op, for debugging; there a backward pass consumes its
+forward, so g_t takes a second forward whose running-statistics update is undone. Both modes are
+tested against an independent reference.
 """
 
 import warnings
@@ -45,31 +48,92 @@ def make_optimizer(network, learning_rate, momentum=0.9, weight_decay=0.0, decay
     return nn.SGD(groups, learning_rate=learning_rate, momentum=momentum)
 
 
-class _Perturbation(nn.Cell):
-    """w <- w + rho * g / (||g|| + 1e-16), remembering eps so that `restore` undoes it exactly."""
+class _Gradients(nn.Cell):
+    """The mean loss at the current weights and the gradients of weighted sums of the per-sample losses.
+
+    One forward pass, then one backward pass per weight vector given (graph mode). Compiled once per
+    number of weight vectors and shared by every kind of step: each copy of the network's layers in a
+    compiled graph holds its own kernels and their scratch memory, so fewer copies is less memory.
+    """
+
+    def __init__(self, network, loss_fn, weights):
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.loss_fn = loss_fn
+        self.weights = weights
+
+    def per_sample_loss(self, images, labels):
+        return self.loss_fn(self.network(images), labels)
+
+    def construct(self, images, labels, sample_weights):
+        per_sample, backward = ms.vjp(self.per_sample_loss, images, labels, weights=self.weights)
+        grads = (backward(sample_weights[0])[1],)
+        if len(sample_weights) == 2:
+            # After the first backward pass, so that the intermediates of the two need not coexist.
+            grads += (backward(ops.depend(sample_weights[1], grads[0]))[1],)
+        return per_sample.mean(), grads
+
+
+# The per-parameter arithmetic goes through HyperMap: written as Python loops, the same few ops per
+# parameter took 4-5x longer to compile (ResNet-34's restore, sum and optimizer step: 10.9 s against 2.4 s).
+_hyper_map = ops.HyperMap()
+_squared_sum = ops.MultitypeFuncGraph("squared_sum")
+_add_scaled = ops.MultitypeFuncGraph("add_scaled")
+_add = ops.MultitypeFuncGraph("add")
+_replay = ops.MultitypeFuncGraph("replay")
+
+
+@_squared_sum.register("Tensor")
+def _(g):
+    return ops.reduce_sum(g * g)
+
+
+@_add_scaled.register("Tensor", "Tensor", "Tensor")
+def _(scale, w, g):
+    """w <- w + g * scale. With -scale it undoes itself bit for bit: IEEE negation is exact."""
+    return ops.assign_add(w, g * scale)
+
+
+@_add.register("Tensor", "Tensor")
+def _(a, b):
+    return a + b
+
+
+@_replay.register("Tensor", "Tensor", "Tensor")
+def _(keep, stat, saved):
+    return ops.assign(stat, stat + keep * (stat - saved))
+
+
+class _Perturb(nn.Cell):
+    """w <- w + rho * g / (||g|| + 1e-16); returns the scale, with which _Update undoes it exactly."""
 
     def __init__(self, weights):
         super().__init__(auto_prefix=False)
         self.weights = weights
-        self.eps = weights.clone(prefix="sam_eps", init="zeros")
 
-    @ms.jit
-    def perturb(self, grads, rho):
-        norm = ops.sqrt(ops.addn([ops.reduce_sum(g * g) for g in grads]))
-        scale = rho / (norm + 1e-16)
-        for w, e, g in zip(self.weights, self.eps, grads):
-            ops.assign(e, g * scale)
-            ops.assign_add(w, e)
-        return norm
+    def construct(self, grads, rho):
+        scale = rho / (ops.sqrt(ops.addn(_hyper_map(_squared_sum, grads))) + 1e-16)
+        _hyper_map(ops.partial(_add_scaled, scale), self.weights, grads)
+        return scale
 
-    @ms.jit
-    def restore(self, after):
-        """w <- w - eps once `after` is computed: the gradient at w + eps. In one graph, nothing else
-        orders the two, and a backward pass that reads a weight (BatchNorm's gamma) after the restore
-        returns a gradient taken partly at w (MindSpore 2.10, tests/test_optim_equivalence.py)."""
-        for w, e in zip(self.weights, self.eps):
-            ops.assign_sub(w, ops.depend(e, after))
-        return True
+
+class _Update(nn.Cell):
+    """Undo a perturbation (w <- w - scale * perturbed_by), then one optimizer step on the gradients given."""
+
+    def __init__(self, optimizer):
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+
+    def construct(self, grads, more_grads, perturbed_by, scale, restore, add):
+        """restore, add: Python bools (constants of the compiled graph): undo the perturbation; step on
+        grads + more_grads instead of grads."""
+        if restore:
+            _hyper_map(ops.partial(_add_scaled, -scale), self.weights, perturbed_by)
+        if add:
+            grads = _hyper_map(_add, grads, more_grads)
+        self.optimizer(grads)
+        return scale
 
 
 class _RunningStats(nn.Cell):
@@ -84,98 +148,19 @@ class _RunningStats(nn.Cell):
                 keep += [1.0 - cell.momentum] * 2  # MindSpore stores the weight of the new batch
         self.stats = ms.ParameterTuple(stats)
         self.saved = self.stats.clone(prefix="saved", init="zeros")
-        self.keep = tuple(keep)
+        self.keep = tuple(Tensor(k, ms.float32) for k in keep)
 
-    @ms.jit
-    def save(self):
-        for s, c in zip(self.stats, self.saved):
-            ops.assign(c, s)
+    def construct(self, action):
+        """action: "save", "restore", or "replay": apply the last update r0 -> r1 = k r0 + (1-k) b once
+        more with the same batch statistic b, r2 = k r1 + (1-k) b = r1 + k (r1 - r0), which equals a
+        second forward of the same batch at the same weights, without running it."""
+        if action == "save":
+            _hyper_map(ops.assign, self.saved, self.stats)
+        elif action == "restore":
+            _hyper_map(ops.assign, self.stats, self.saved)
+        else:
+            _hyper_map(_replay, self.keep, self.stats, self.saved)
         return True
-
-    @ms.jit
-    def restore(self):
-        for s, c in zip(self.stats, self.saved):
-            ops.assign(s, c)
-        return True
-
-    @ms.jit
-    def repeat_last_update(self):
-        """Apply the last update r0 -> r1 = k r0 + (1-k) b once more with the same batch statistic b:
-        r2 = k r1 + (1-k) b = r1 + k (r1 - r0). Equals a second forward of the same batch at the
-        same weights, without running it."""
-        for s, c, k in zip(self.stats, self.saved, self.keep):
-            ops.assign(s, s + k * (s - c))
-        return True
-
-
-@ms.jit
-def _add(grads_a, grads_b):
-    return tuple(a + b for a, b in zip(grads_a, grads_b))
-
-
-class _TrainStep(nn.Cell):
-    """One update of `method`, written once for both modes (see the module docstring)."""
-
-    def __init__(self, network, loss_fn, optimizer, method, rho, bn_update_in_perturbed_pass):
-        super().__init__(auto_prefix=False)
-        self.network = network
-        self.loss_fn = loss_fn
-        self.optimizer = optimizer
-        self.weights = optimizer.parameters
-        self.method = method
-        self.perturbation = _Perturbation(self.weights) if method != "sgd" else None
-        self.stats = _RunningStats(network)
-        self.rho = Tensor(rho, ms.float32)
-        self.bn_update_in_perturbed_pass = bn_update_in_perturbed_pass
-
-    def per_sample_loss(self, images, labels):
-        return self.loss_fn(self.network(images), labels)
-
-    def weighted_loss(self, images, labels, sample_weights):
-        return (self.per_sample_loss(images, labels) * sample_weights).sum()
-
-    def gradient(self, images, labels, sample_weights):
-        """grad of sum_i sample_weights_i * l_i: one forward and one backward pass."""
-        return ms.grad(self.weighted_loss, None, self.weights)(images, labels, sample_weights)
-
-    def perturbed_gradient(self, images, labels, sample_weights, grads_at_w):
-        self.perturbation.perturb(ms.mutable(grads_at_w), self.rho)
-        if not self.bn_update_in_perturbed_pass:
-            self.stats.save()
-        grads = self.gradient(images, labels, sample_weights)
-        if not self.bn_update_in_perturbed_pass:
-            self.stats.restore()
-        self.perturbation.restore(ms.mutable(grads))
-        return grads
-
-    def construct(self, images, labels, sample_weights, tail_weights, tail_free, graph):
-        """sample_weights: 1/B for sgd and sam, the head weights for ImbSAM. tail_free, graph: Python
-        bools (constants of the compiled graph): a batch without tail samples; one graph for the step."""
-        # ImbSAM on a tail-free batch: eps = 0 and g_t' = 0, so the update is SGD on L_h. The authors' code
-        # still runs a forward at w + 0, moving the running statistics a second time with this batch.
-        replay = self.method == "imbsam" and tail_free and self.bn_update_in_perturbed_pass
-        if replay:
-            self.stats.save()
-        per_sample, backward = ms.vjp(self.per_sample_loss, images, labels, weights=self.weights)
-        grads = backward(sample_weights)[1]
-        if self.method == "sam":
-            grads = self.perturbed_gradient(images, labels, sample_weights, grads)
-        elif self.method == "imbsam" and not tail_free:
-            if graph:
-                # Ordered after g_h: both backward passes read the weights at w, before the perturbation.
-                tail_grads = backward(ops.depend(tail_weights, grads))[1]
-            else:
-                # Op by op, a backward pass consumes its forward: run a second one and undo its
-                # running-statistics update, as if both gradients came from one forward.
-                self.stats.save()
-                tail_grads = self.gradient(images, labels, tail_weights)
-                self.stats.restore()
-            grads = _add(ms.mutable(grads), ms.mutable(self.perturbed_gradient(images, labels, tail_weights,
-                                                                               tail_grads)))
-        if replay:
-            self.stats.repeat_last_update()
-        self.optimizer(grads)
-        return per_sample.mean()
 
 
 STEP_MODES = ("graph", "pynative")
@@ -187,7 +172,7 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
 
     loss_fn: per-sample loss (reduction="none"). bn_update_in_perturbed_pass=False keeps the
     BatchNorm running statistics from moving in the forward pass at w + eps (the paper: they move).
-    mode: "graph" runs each step as one compiled graph, "pynative" op by op, whatever the context's mode.
+    mode: "graph" runs each piece of the step compiled, "pynative" op by op, whatever the context's mode.
     """
     if method not in METHODS:
         raise InputError(f"unknown optimizer method {method!r}: choose one of {', '.join(METHODS)}")
@@ -195,35 +180,87 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
         raise InputError(f"rho={rho!r} must be >= 0")
     if mode not in STEP_MODES:
         raise InputError(f"train step mode={mode!r} is not one of {', '.join(STEP_MODES)}")
-    train_step = _TrainStep(network, loss_fn, optimizer, method, rho, bn_update_in_perturbed_pass)
     tail_classes = np.asarray(sorted(tail_classes), dtype=np.int64)
     if method == "imbsam" and not len(tail_classes):
         warnings.warn("ImbSAM with no tail classes (raise imbsam.eta): every step equals SGD", stacklevel=2)
 
+    weights = optimizer.parameters
+    gradients, perturb, update = _Gradients(network, loss_fn, weights), _Perturb(weights), _Update(optimizer)
+    stats = _RunningStats(network)
+    rho = Tensor(rho, ms.float32)
     context_mode = ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE
 
-    def run(images, labels, sample_weights, tail_weights, tail_free):
-        # The context's mode is switched for the call instead of wrapping the Cell in ms.jit: called in a
-        # graph-mode context, ResNet-32's SGD step took 430 ms on the CPU; under ms.jit, 1000-1250 ms.
-        previous = ms.get_context("mode")
-        ms.set_context(mode=context_mode)
-        try:
-            return train_step(images, labels, sample_weights, tail_weights, tail_free, mode == "graph")
-        finally:
-            ms.set_context(mode=previous)
+    def head_and_tail(images, labels, head_weights, tail_weights):
+        if mode == "graph":
+            return gradients(images, labels, ms.mutable((head_weights, tail_weights)))
+        # Op by op, a backward pass consumes its forward: run a second one and undo its running-statistics
+        # update, as if both gradients came from one forward.
+        loss, (head,) = gradients(images, labels, ms.mutable((head_weights,)))
+        stats("save")
+        _, (tail,) = gradients(images, labels, ms.mutable((tail_weights,)))
+        stats("restore")
+        return loss, (head, tail)
+
+    def perturbed(images, labels, sample_weights, grads_at_w):
+        """The gradient at w + eps, and the scale that undoes eps."""
+        scale = perturb(ms.mutable(grads_at_w), rho)
+        if not bn_update_in_perturbed_pass:
+            stats("save")
+        _, (grads,) = gradients(images, labels, ms.mutable((sample_weights,)))
+        if not bn_update_in_perturbed_pass:
+            stats("restore")
+        return grads, scale
+
+    def apply(grads, more_grads=None, perturbed_by=None, scale=rho):
+        """Undo w + scale * perturbed_by (if given), then step on grads (+ more_grads)."""
+        # Tuples of tensors enter a graph as ms.mutable: as plain tuples, each new one recompiles it.
+        update(ms.mutable(grads), ms.mutable(more_grads or grads), ms.mutable(perturbed_by or grads), scale,
+               perturbed_by is not None, more_grads is not None)
+
+    def sgd(images, labels, sample_weights):
+        loss, (grads,) = gradients(images, labels, ms.mutable((sample_weights,)))
+        apply(grads)
+        return loss
+
+    def sam(images, labels, sample_weights):
+        loss, (grads,) = gradients(images, labels, ms.mutable((sample_weights,)))
+        perturbed_grads, scale = perturbed(images, labels, sample_weights, grads)
+        apply(perturbed_grads, perturbed_by=grads, scale=scale)
+        return loss
+
+    def imbsam(images, labels, head_weights, tail_weights, tail_free):
+        if tail_free:
+            # eps = 0 and g_t' = 0, so the update is SGD on L_h. The authors' code still runs a forward at
+            # w + 0, moving the running statistics a second time with this batch: replayed, not run.
+            stats("save")
+            loss = sgd(images, labels, head_weights)
+            if bn_update_in_perturbed_pass:
+                stats("replay")
+            return loss
+        loss, (head, tail) = head_and_tail(images, labels, head_weights, tail_weights)
+        perturbed_tail, scale = perturbed(images, labels, tail_weights, tail)
+        apply(perturbed_tail, head, perturbed_by=tail, scale=scale)
+        return loss
 
     def step(images, labels):
         if not network.training:  # an evaluation between steps leaves the network in eval mode
             network.set_train(True)
-        if method != "imbsam":
-            uniform = Tensor(np.full(labels.shape[0], 1.0 / labels.shape[0], dtype=np.float32))
-            return run(images, labels, uniform, uniform, False)
-        # Which samples are tail is a host-side decision on labels the host just produced.
-        labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
-        is_tail = np.isin(labels_np, tail_classes)
-        batch = len(labels_np)
-        head_weights = Tensor(np.where(is_tail, 0.0, 1.0 / batch).astype(np.float32))
-        tail_weights = Tensor(np.where(is_tail, tail_loss_scale / batch, 0.0).astype(np.float32))
-        return run(images, labels, head_weights, tail_weights, bool(not is_tail.any()))
+        previous = ms.get_context("mode")
+        # The context's mode is switched for the call instead of wrapping the Cells in ms.jit: called in a
+        # graph-mode context, ResNet-32's SGD step took 430 ms on the CPU; under ms.jit, 1000-1250 ms.
+        ms.set_context(mode=context_mode)
+        try:
+            if method != "imbsam":
+                uniform = Tensor(np.full(labels.shape[0], 1.0 / labels.shape[0], dtype=np.float32))
+                return (sgd if method == "sgd" else sam)(images, labels, uniform)
+            # Which samples are tail is a host-side decision on labels the host just produced.
+            labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+            is_tail = np.isin(labels_np, tail_classes)
+            batch = len(labels_np)
+            head_weights = Tensor(np.where(is_tail, 0.0, 1.0 / batch).astype(np.float32))
+            tail_weights = Tensor(np.where(is_tail, tail_loss_scale / batch, 0.0).astype(np.float32))
+            return imbsam(images, labels, head_weights, tail_weights, not is_tail.any())
+        finally:
+            ms.set_context(mode=previous)
 
     return step
