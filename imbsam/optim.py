@@ -125,12 +125,12 @@ class _Update(nn.Cell):
         self.optimizer = optimizer
         self.weights = optimizer.parameters
 
-    def construct(self, grads, more_grads, perturbed_by, scale, restore, add):
-        """restore, add: Python bools (constants of the compiled graph): undo the perturbation; step on
-        grads + more_grads instead of grads."""
-        if restore:
+    def construct(self, grads, more_grads, perturbed_by, scale):
+        """more_grads, perturbed_by: () for none (a constant of the compiled graph); scale: that of the
+        perturbation."""
+        if perturbed_by:
             _hyper_map(ops.partial(_add_scaled, -scale), self.weights, perturbed_by)
-        if add:
+        if more_grads:
             grads = _hyper_map(_add, grads, more_grads)
         self.optimizer(grads)
         return scale
@@ -211,11 +211,10 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
             stats("restore")
         return grads, scale
 
-    def apply(grads, more_grads=None, perturbed_by=None, scale=rho):
+    def apply(grads, more_grads=(), perturbed_by=(), scale=rho):
         """Undo w + scale * perturbed_by (if given), then step on grads (+ more_grads)."""
         # Tuples of tensors enter a graph as ms.mutable: as plain tuples, each new one recompiles it.
-        update(ms.mutable(grads), ms.mutable(more_grads or grads), ms.mutable(perturbed_by or grads), scale,
-               perturbed_by is not None, more_grads is not None)
+        update(*(ms.mutable(t) if t else t for t in (grads, more_grads, perturbed_by)), scale)
 
     def sgd(images, labels, sample_weights):
         loss, (grads,) = gradients(images, labels, ms.mutable((sample_weights,)))
