@@ -10,6 +10,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor, nn
+from mindspore.graph.api import cells_compile_cache  # the phases each Cell compiled
 
 from imbsam.models import create_model
 from imbsam.optim import make_optimizer, make_train_step
@@ -70,3 +71,25 @@ def test_graph_and_pynative_imbsam_steps_agree_on_resnet32():
     np.testing.assert_allclose(graph_losses, pynative_losses, rtol=1e-5)
     for name, value in pynative.items():
         np.testing.assert_allclose(graph[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("method", ["sgd", "sam", "imbsam"])
+def test_graph_mode_steps_compile_once_and_never_again(method):
+    """A step's graphs compile on the first batches of each kind, then never: tuples of fresh tensors
+    passed as plain tuples recompiled a graph on every call (seconds per step on ResNet-34)."""
+
+    def compiled_graphs():
+        return sum(len(phases) for phases in cells_compile_cache.values())
+
+    network = create_model("resnet32", CLASSES, seed=5)
+    step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"),
+                           make_optimizer(network, 0.1, momentum=0.9), method, tail_classes=(7, 8, 9))
+    warm_up, later = batches(3), batches(6)[3:]  # batches(3): a tail batch, a tail-free one, a tail one
+    before = compiled_graphs()
+    for images, labels in warm_up:
+        step(images, labels)
+    after_warm_up = compiled_graphs()
+    for images, labels in later:
+        step(Tensor(images.asnumpy() + 0.5), Tensor(labels.asnumpy()))
+    assert after_warm_up > before
+    assert compiled_graphs() == after_warm_up
