@@ -90,7 +90,7 @@ def _(g):
 
 @_add_scaled.register("Tensor", "Tensor", "Tensor")
 def _(scale, w, g):
-    """w <- w + g * scale. With -scale it undoes itself bit for bit: IEEE negation is exact."""
+    """w <- w + g * scale. With -scale it subtracts the very same g * scale: IEEE negation is exact."""
     return ops.assign_add(w, g * scale)
 
 
@@ -105,7 +105,8 @@ def _(keep, stat, saved):
 
 
 class _Perturb(nn.Cell):
-    """w <- w + rho * g / (||g|| + 1e-16); returns the scale, with which _Update undoes it exactly."""
+    """w <- w + eps, eps = rho * g / (||g|| + 1e-16); returns the scale, from which _Update recomputes
+    the same eps, bit for bit, to subtract (w + eps - eps, as in the authors' code), so no copy is kept."""
 
     def __init__(self, weights):
         super().__init__(auto_prefix=False)
