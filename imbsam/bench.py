@@ -147,14 +147,20 @@ class _MindSporePass(_MindSporeRun):
         import mindspore as ms
         from mindspore import Tensor, nn
 
-        from imbsam.optim import make_optimizer
+        from imbsam.optim import _Gradients, make_optimizer
 
         # One update at learning rate 0 leaves the weights as they are but stores them as training does:
         # on a network no optimizer ever wrote, ResNet-32's passes ran about 25% faster than in training.
-        params = self.network.trainable_params()
-        make_optimizer(self.network, 0.0, momentum=0.0, weight_decay=0.0)(tuple(ms.ops.zeros_like(p) for p in params))
+        optimizer = make_optimizer(self.network, 0.0, momentum=0.0, weight_decay=0.0)
+        optimizer(tuple(ms.ops.zeros_like(p) for p in optimizer.parameters))
         self.uniform = Tensor(np.full(self.batch_size, 1.0 / self.batch_size, dtype=np.float32))
-        self.run = _pass_cell(ms, nn, options["pass"], self.network, nn.CrossEntropyLoss(reduction="none"))
+        loss_fn = nn.CrossEntropyLoss(reduction="none")
+        if options["pass"] == "forward":
+            self.run = _forward_cell(nn, self.network, loss_fn)
+        else:
+            # The very Cell the train step differentiates with, so the floor is the step's own pass.
+            gradients = _Gradients(self.network, loss_fn, optimizer.parameters)
+            self.run = lambda images, labels, weights: gradients(images, labels, ms.mutable((weights,)))[1][0]
 
     def step(self, i):
         return self.batch_size, self.run(self.images, self.labels[i], self.uniform)
@@ -164,25 +170,17 @@ class _MindSporePass(_MindSporeRun):
         (result[0] if isinstance(result, tuple) else result).asnumpy()
 
 
-def _pass_cell(ms, nn, kind, network, loss_fn):
-    class Passes(nn.Cell):
+def _forward_cell(nn, network, loss_fn):
+    class Forward(nn.Cell):
         def __init__(self):
             super().__init__(auto_prefix=False)
             self.network = network
             self.loss_fn = loss_fn
-            self.weights = ms.ParameterTuple(network.trainable_params())
-            self.forward_only = kind == "forward"
-
-        def per_sample_loss(self, images, labels):
-            return self.loss_fn(self.network(images), labels)
 
         def construct(self, images, labels, sample_weights):
-            if self.forward_only:
-                return (self.per_sample_loss(images, labels) * sample_weights).sum()
-            _, backward = ms.vjp(self.per_sample_loss, images, labels, weights=self.weights)
-            return backward(sample_weights)[1]
+            return (self.loss_fn(self.network(images), labels) * sample_weights).sum()
 
-    return Passes()
+    return Forward()
 
 
 class _InputPipeline:
@@ -431,8 +429,8 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
     for row in rows.values():
         row["img_per_s"] = row["images"] / row["seconds"]
         row["ms_per_step"] = 1000 * row["seconds"] / steps
-        # What the first step took beyond a timed one: compiling (ImbSAM's second graph, for the other kind
-        # of batch, compiles at the second warm-up step and is not in it).
+        # What the first step took beyond a timed one: compiling (ImbSAM's graphs for the other kind of
+        # batch compile at the second warm-up step and are not in it).
         row["compile_s"] = max(0.0, row["first_step_s"] - row["ms_per_step"] / 1000)
         row["cores_busy"] = row["cpu_seconds"] / row["seconds"]
     tail_free = float(np.mean([not np.isin(batch, tail).any() for batch in timed_labels]))

@@ -70,7 +70,7 @@ def resolve_target(target, ms):
 
 
 def resolve_mode(mode):
-    """`auto` is graph mode on every device: the train step is one compiled graph, and on the CPU it
+    """`auto` is graph mode on every device: the train step's pieces run compiled, and on the CPU it
     measured faster than op by op for all three methods (`python -m imbsam.bench`, README
     "Performance"). `pynative` runs steps and evaluation op by op, for debugging. Both modes give the
     same update (tests/test_optim_equivalence.py, tests/test_graph_mode.py)."""
