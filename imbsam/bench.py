@@ -21,6 +21,7 @@ import importlib.util
 import itertools
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import time
@@ -29,7 +30,7 @@ import numpy as np
 from tabulate import tabulate
 
 from imbsam.data import class_groups, longtail_counts
-from imbsam.device import resolve_mode
+from imbsam.device import ONEDNN_ISA_ENV, USER_ONEDNN_ISA, resolve_mode, restore_user_onednn_isa
 
 METHODS = ("sgd", "sam", "imbsam")
 ARCHS = ("resnet32", "resnet34")
@@ -217,9 +218,11 @@ class _InputPipeline:
 
 
 class _TorchSGD:
-    """The same network's SGD step in PyTorch on the CPU, with MindSpore's thread count."""
+    """The same network's SGD step in PyTorch on the CPU, with MindSpore's thread count and the user's oneDNN ISA
+    cap (not MindSpore's AVX2 workaround, which this process inherits and which slows PyTorch's convolutions)."""
 
     def __init__(self, options):
+        restore_user_onednn_isa(options["onednn_max_cpu_isa"])
         import torch
 
         torch.set_num_threads(options["threads"])
@@ -236,6 +239,7 @@ class _TorchSGD:
     def describe(self):
         return {"torch": self.torch.__version__, "threads": self.torch.get_num_threads(),
                 "isa": self.torch.backends.cpu.get_cpu_capability(),
+                "onednn_max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV),
                 "parameters": sum(p.numel() for p in self.network.parameters())}
 
     def step(self, i):
@@ -407,7 +411,7 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
         described = {name: worker.receive() for name, worker in workers.items()}
         mindspore = described[row_name(PASSES[0], modes[0], modes)]
         if compare_torch:
-            options = {**base, "threads": mindspore["threads"]}
+            options = {**base, "threads": mindspore["threads"], "onednn_max_cpu_isa": USER_ONEDNN_ISA}
             workers[TORCH_SGD] = _Worker(context, TORCH_SGD, "torch", options)
             described[TORCH_SGD] = workers[TORCH_SGD].receive()
         rows = {name: worker.call(("warm", warmup)) for name, worker in workers.items()}
@@ -494,8 +498,9 @@ def format_report(figures):
         torch = figures["torch"]
         ratios = figures["mindspore_over_torch_sgd"]
         compared = "".join(f", MindSpore {mode}/PyTorch SGD img/s = {ratio:.2f}" for mode, ratio in ratios.items())
+        cap = torch["onednn_max_cpu_isa"] or "unset"
         lines.append(f"PyTorch {torch['torch']} ({torch['parameters'] / 1e6:.2f} M parameters, {torch['threads']} "
-                     f"threads, {torch['isa']} kernels){compared}")
+                     f"threads, {torch['isa']} kernels, ONEDNN_MAX_CPU_ISA={cap}){compared}")
     return "\n".join(lines)
 
 

@@ -42,7 +42,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tabulate import tabulate
 
 from imbsam.bench import positive_int
-from imbsam.device import prepare_environment
+from imbsam.device import ONEDNN_ISA_ENV, prepare_environment, restore_user_onednn_isa
 
 PADDING = 1
 KERNEL = 3
@@ -209,13 +209,18 @@ def run(shapes=SHAPES, batch_size=64, repeats=7, warmup=2, compare_torch=True, t
     threads = ms.get_context("runtime_num_threads")
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     config = {"batch_size": batch_size, "repeats": repeats, "warmup": warmup, "mindspore": ms.__version__,
-              "threads": threads, "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+              "threads": threads, "onednn_max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV),
               "numpy": f"{np.__version__} ({blas['name']} {blas.get('version', '')}, "
                        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})"}
     if compare_torch:
+        # MindSpore's oneDNN fixes its AVX2 cap at its first convolution; PyTorch's then reads the user's.
+        mindspore_conv2d(*(Tensor(a) for a in layer_arrays(1, 1, 1, KERNEL)[:2])).asnumpy()
+        restore_user_onednn_isa()
         import torch
 
-        config["torch"] = f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels)"
+        cap = os.environ.get(ONEDNN_ISA_ENV, "unset")
+        config["torch"] = (f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels, "
+                           f"ONEDNN_MAX_CPU_ISA={cap})")
     custom = custom_conv2d()
     layers = {}
     for label, (in_channels, out_channels, size) in shapes.items():

@@ -19,6 +19,11 @@ MODES = ("auto", "pynative", "graph")
 # image that finds no accelerator must say so instead of training on the CPU.
 IMAGE_TARGET_ENV = "IMBSAM_IMAGE_TARGET"
 
+ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+# The cap as the user set it (None: unset), read before prepare_environment() adds ours. The cap is a
+# workaround for MindSpore's oneDNN alone: PyTorch's oneDNN, in the benchmarks, must run as the user runs it.
+USER_ONEDNN_ISA = os.environ.get(ONEDNN_ISA_ENV)
+
 _HINTS = {
     "GPU": "start the container with `--gpus all` (NVIDIA container toolkit) or install the MindSpore GPU "
            "plugin's CUDA 11.6 + cuDNN 8 libraries",
@@ -36,7 +41,19 @@ def prepare_environment(target="auto"):
     A value the user set is respected.
     """
     if target in ("auto", "CPU"):
-        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+        os.environ.setdefault(ONEDNN_ISA_ENV, "AVX2")
+
+
+def restore_user_onednn_isa(value=USER_ONEDNN_ISA):
+    """Put the oneDNN ISA cap back to the user's `value` (unset it for None), for another library's oneDNN.
+
+    Each copy of oneDNN reads the cap once, at its first primitive: MindSpore's keeps the AVX2 cap
+    if it ran a convolution before this call, and PyTorch's reads `value` if it runs none before it.
+    """
+    if value is None:
+        os.environ.pop(ONEDNN_ISA_ENV, None)
+    else:
+        os.environ[ONEDNN_ISA_ENV] = value
 
 
 def _available(ms, target):
@@ -105,6 +122,6 @@ def setup(target="auto", mode="auto", deterministic=False):
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "threads": os.cpu_count(),
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") if resolved == "CPU" else None,
+        "onednn_max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV) if resolved == "CPU" else None,
         "launch_blocking": resolved == "CPU",
     }

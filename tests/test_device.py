@@ -7,7 +7,7 @@ import sys
 import mindspore as ms
 import pytest
 
-from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target
+from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target, restore_user_onednn_isa
 from imbsam.errors import InputError
 
 
@@ -47,10 +47,18 @@ def test_an_explicit_mode_overrides_auto(mode):
 
 
 @pytest.mark.parametrize("preset, expected", [(None, "AVX2"), ("AVX512_CORE", "AVX512_CORE")])
-def test_importing_imbsam_caps_onednn_unless_the_user_chose(preset, expected):
+def test_importing_imbsam_caps_onednn_unless_the_user_chose_and_remembers_the_users_choice(preset, expected):
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
     if preset:
         env["ONEDNN_MAX_CPU_ISA"] = preset
-    shown = subprocess.run([sys.executable, "-c", "import imbsam, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])"],
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert shown == expected
+    code = "import imbsam.device, os; print(os.environ['ONEDNN_MAX_CPU_ISA'], imbsam.device.USER_ONEDNN_ISA)"
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert shown == [expected, str(preset)]
+
+
+@pytest.mark.parametrize("users", [None, "AVX512_CORE"])
+def test_another_librarys_onednn_gets_the_users_cap_back(monkeypatch, users):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    restore_user_onednn_isa(users)
+    assert os.environ.get("ONEDNN_MAX_CPU_ISA") == users
