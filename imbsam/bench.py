@@ -9,8 +9,9 @@ load from other jobs on a shared machine falls on every row alike, so ratios bet
 even when absolute figures do not. A timed loop ends by reading back its last result to the host,
 so asynchronously queued work is inside the time.
 
-Each mode in --modes (PyNative and graph by default) gets its own rows and floors, side by side in
-the same rounds; the last line says which mode training's `train.mode: auto` picks.
+Each mode in --modes (PyNative and graph by default) and each convolution kernel in --kernels (what
+`train.kernels: auto` picks by default; "onednn,mindspore" compares the two) gets its own rows and
+floors, side by side in the same rounds; the last lines say what training's auto settings pick.
 
 Labels follow CIFAR-100-LT at imbalance factor 100, so ImbSAM meets batches without tail samples
 (its cheaper path) as often as in training; images are random, which costs the same as real ones.
@@ -30,7 +31,7 @@ import numpy as np
 from tabulate import tabulate
 
 from imbsam.data import class_groups, longtail_counts
-from imbsam.device import ONEDNN_ISA_ENV, USER_ONEDNN_ISA, resolve_mode, restore_user_onednn_isa
+from imbsam.device import KERNELS, ONEDNN_ISA_ENV, USER_ENVIRONMENT, resolve_mode, restore_user_environment
 
 METHODS = ("sgd", "sam", "imbsam")
 ARCHS = ("resnet32", "resnet34")
@@ -106,7 +107,7 @@ class _MindSporeRun:
         from imbsam.models import create_model
 
         self.ms = ms
-        self.network = create_model(options["arch"], NUM_CLASSES, seed=SEED)
+        self.network = create_model(options["arch"], NUM_CLASSES, seed=SEED, kernels=options["kernels"])
         self.network.set_train(True)
         rng = np.random.default_rng(SEED)
         self.batch_size = options["batch_size"]
@@ -114,7 +115,7 @@ class _MindSporeRun:
         self.labels = [Tensor(batch) for batch in options["labels"]]
 
     def describe(self):
-        return {**self.device, "threads": self.ms.get_context("runtime_num_threads"),
+        return {**self.device, "threads": self.ms.get_context("runtime_num_threads"), "kernels": self.network.kernels,
                 "parameters": sum(p.size for p in self.network.trainable_params())}
 
 
@@ -218,11 +219,12 @@ class _InputPipeline:
 
 
 class _TorchSGD:
-    """The same network's SGD step in PyTorch on the CPU, with MindSpore's thread count and the user's oneDNN ISA
-    cap (not MindSpore's AVX2 workaround, which this process inherits and which slows PyTorch's convolutions)."""
+    """The same network's SGD step in PyTorch on the CPU, with MindSpore's thread count and the user's
+    environment: not imbsam's CPU defaults, which this process inherits (an AVX2 cap slowed PyTorch's
+    128-channel convolution 1.3x)."""
 
     def __init__(self, options):
-        restore_user_onednn_isa(options["onednn_max_cpu_isa"])
+        restore_user_environment(options["environment"])
         import torch
 
         torch.set_num_threads(options["threads"])
@@ -385,23 +387,36 @@ def _round_sizes(steps, rounds):
     return [len(chunk) for chunk in np.array_split(np.arange(steps), min(rounds, steps))]
 
 
-def row_name(name, mode, modes):
-    """Rows carry their execution mode only when several modes are compared."""
-    return f"{name} [{mode}]" if len(modes) > 1 else name
+def variant_labels(modes, kernels):
+    """{label: {"mode": ..., "kernels": ...}} for every combination; a label names only the settings that
+    vary ("" when nothing does)."""
+    labels = {}
+    for mode in modes:
+        for kernel in kernels:
+            shown = [value for value, values in ((mode, modes), (kernel, kernels)) if len(values) > 1]
+            labels[", ".join(shown)] = {"mode": mode, "kernels": kernel}
+    return labels
+
+
+def row_name(name, label):
+    """Rows carry their variant's label when several variants are compared."""
+    return f"{name} [{label}]" if label else name
 
 
 def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=METHODS,
-        compare_torch=False, modes=MODES):
-    """Measure every row, for each execution mode in `modes`; return the figures as a JSON-ready dict."""
+        compare_torch=False, modes=MODES, kernels=("auto",)):
+    """Measure every row, for each execution mode in `modes` and convolution kernel in `kernels`; return the
+    figures as a JSON-ready dict."""
     _, tail = longtail_dataset()
     labels = label_batches(batch_size, warmup + steps)
     labels = cover_both_imbsam_paths(labels[:warmup], tail) + labels[warmup:]
     base = {"arch": arch, "batch_size": batch_size, "device": device, "labels": labels}
+    variants = variant_labels(modes, kernels)
     plan = {}
-    for mode in modes:
-        in_mode = {**base, "mode": mode}
-        plan.update({row_name(name, mode, modes): ("pass", {**in_mode, "pass": name}) for name in PASSES})
-        plan.update({row_name(method, mode, modes): ("step", {**in_mode, "method": method, "tail": tail})
+    for label, variant in variants.items():
+        options = {**base, **variant}
+        plan.update({row_name(name, label): ("pass", {**options, "pass": name}) for name in PASSES})
+        plan.update({row_name(method, label): ("step", {**options, "method": method, "tail": tail})
                      for method in methods})
     plan[PIPELINE] = ("pipeline", base)
 
@@ -409,9 +424,9 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     workers = {name: _Worker(context, name, kind, options) for name, (kind, options) in plan.items()}
     try:
         described = {name: worker.receive() for name, worker in workers.items()}
-        mindspore = described[row_name(PASSES[0], modes[0], modes)]
+        mindspore = described[row_name(PASSES[0], next(iter(variants)))]
         if compare_torch:
-            options = {**base, "threads": mindspore["threads"], "onednn_max_cpu_isa": USER_ONEDNN_ISA}
+            options = {**base, "threads": mindspore["threads"], "environment": USER_ENVIRONMENT}
             workers[TORCH_SGD] = _Worker(context, TORCH_SGD, "torch", options)
             described[TORCH_SGD] = workers[TORCH_SGD].receive()
         rows = {name: worker.call(("warm", warmup)) for name, worker in workers.items()}
@@ -425,11 +440,13 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     finally:
         for worker in workers.values():
             worker.stop()
+    for label, variant in variants.items():
+        variant["resolved_kernels"] = described[row_name(PASSES[0], label)]["kernels"]
     return _figures(rows, described, mindspore, labels[warmup:], tail, steps, warmup, rounds, arch, batch_size,
-                    list(modes))
+                    variants)
 
 
-def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, rounds, arch, batch_size, modes):
+def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, rounds, arch, batch_size, variants):
     for row in rows.values():
         row["img_per_s"] = row["images"] / row["seconds"]
         row["ms_per_step"] = 1000 * row["seconds"] / steps
@@ -439,10 +456,10 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
         row["cores_busy"] = row["cpu_seconds"] / row["seconds"]
     tail_free = float(np.mean([not np.isin(batch, tail).any() for batch in timed_labels]))
     backward_ms = {}
-    for mode in modes:
-        name = dict(zip(PASSES + METHODS, (row_name(n, mode, modes) for n in PASSES + METHODS)))
+    for label in variants:
+        name = {n: row_name(n, label) for n in PASSES + METHODS}
         forward, forward_backward = (rows[name[p]]["ms_per_step"] for p in PASSES)
-        backward = backward_ms[mode] = forward_backward - forward
+        backward = backward_ms[label] = forward_backward - forward
         floors = {"sgd": forward_backward, "sam": 2 * forward_backward,
                   "imbsam": tail_free * (forward + backward) + (1 - tail_free) * (2 * forward + 3 * backward)}
         for method, floor in floors.items():
@@ -450,7 +467,10 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
                 rows[name[method]]["floor_ms"] = floor
                 rows[name[method]]["x_floor"] = rows[name[method]]["ms_per_step"] / floor
     figures = {
-        "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"], "modes": modes,
+        "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"],
+                   "modes": list(dict.fromkeys(v["mode"] for v in variants.values())),
+                   "kernels": list(dict.fromkeys(v["resolved_kernels"] for v in variants.values())),
+                   "variants": variants,
                    "mindspore": mindspore["mindspore"], "threads": mindspore["threads"],
                    "onednn_max_cpu_isa": mindspore["onednn_max_cpu_isa"],
                    "launch_blocking": mindspore["launch_blocking"], "steps": steps, "warmup": warmup,
@@ -463,8 +483,8 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
     if TORCH_SGD in rows:
         figures["torch"] = described[TORCH_SGD]
         figures["mindspore_over_torch_sgd"] = {
-            mode: rows[row_name("sgd", mode, modes)]["img_per_s"] / rows[TORCH_SGD]["img_per_s"]
-            for mode in modes if row_name("sgd", mode, modes) in rows}
+            label: rows[row_name("sgd", label)]["img_per_s"] / rows[TORCH_SGD]["img_per_s"]
+            for label in variants if row_name("sgd", label) in rows}
     return figures
 
 
@@ -474,8 +494,8 @@ def format_report(figures):
     isa += ", synchronous launch" if config["launch_blocking"] else ""
     lines = [
         (f"{config['arch']} ({config['parameters'] / 1e6:.2f} M parameters), batch {config['batch_size']}, "
-        f"{config['target']} {' and '.join(config['modes'])} mode, {config['threads']} threads{isa}, "
-        f"MindSpore {config['mindspore']}"),
+        f"{config['target']} {' and '.join(config['modes'])} mode, {' and '.join(config['kernels'])} "
+        f"convolutions, {config['threads']} threads{isa}, MindSpore {config['mindspore']}"),
         (f"{config['steps']} timed steps per row in {config['rounds']} interleaved rounds after {config['warmup']} "
         "warm-up steps; each row in its own process (first step and peak RSS are that process's); compile = first "
         "step - a timed step"),
@@ -487,17 +507,21 @@ def format_report(figures):
              for name, row in figures["rows"].items()]
     lines.append(tabulate(table, headers, floatfmt=("", ".1f", ".1f", ".1f", ".2f", ".2f", ".1f", ".0f", ".2f"),
                           missingval=""))
+    backward = ", ".join(f"{ms:.1f} ms" + (f" ({label})" if label else "")
+                         for label, ms in figures["backward_ms"].items())
     lines.append(
-        f"floors: f = forward, b = forward+backward - f = "
-        f"{', '.join(f'{ms:.1f} ms ({mode})' for mode, ms in figures['backward_ms'].items())}; sgd f+b, sam 2(f+b), "
+        f"floors: f = forward, b = forward+backward - f = {backward}; sgd f+b, sam 2(f+b), "
         f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
         f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
         f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
-    lines.append(f"train.mode=auto trains in {resolve_mode('auto')} mode")
+    picked = {v["resolved_kernels"] for v in config["variants"].values() if v["kernels"] == "auto"}
+    lines.append(f"train.mode=auto trains in {resolve_mode('auto')} mode"
+                 + "".join(f"; train.kernels=auto picked {kernels} convolutions here" for kernels in picked))
     if "torch" in figures:
         torch = figures["torch"]
         ratios = figures["mindspore_over_torch_sgd"]
-        compared = "".join(f", MindSpore {mode}/PyTorch SGD img/s = {ratio:.2f}" for mode, ratio in ratios.items())
+        compared = "".join(f", MindSpore{' ' + label if label else ''}/PyTorch SGD img/s = {ratio:.2f}"
+                           for label, ratio in ratios.items())
         cap = torch["onednn_max_cpu_isa"] or "unset"
         lines.append(f"PyTorch {torch['torch']} ({torch['parameters'] / 1e6:.2f} M parameters, {torch['threads']} "
                      f"threads, {torch['isa']} kernels, ONEDNN_MAX_CPU_ISA={cap}){compared}")
@@ -528,11 +552,14 @@ def _methods(text):
     return tuple(dict.fromkeys(names))
 
 
-def _modes(text):
-    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    if not names or any(name not in MODES for name in names):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of {','.join(MODES)}")
-    return names
+def _subset(choices):
+    def parse(text):
+        names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+        if not names or any(name not in choices for name in names):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of {','.join(choices)}")
+        return names
+
+    return parse
 
 
 def main(argv=None):
@@ -548,15 +575,18 @@ def main(argv=None):
     parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated (default sgd,sam,imbsam)")
     parser.add_argument("--compare-torch", action="store_true",
                         help="also time the same network's SGD step in PyTorch on the CPU")
-    parser.add_argument("--modes", type=_modes, default=MODES,
+    parser.add_argument("--modes", type=_subset(MODES), default=MODES,
                         help="execution modes side by side, comma-separated (default pynative,graph)")
+    parser.add_argument("--kernels", type=_subset(KERNELS), default=("auto",),
+                        help="convolution kernels side by side, comma-separated: auto (what training picks, the "
+                             "default), onednn, mindspore")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     args = parser.parse_args(argv)
     if args.compare_torch and importlib.util.find_spec("torch") is None:
         parser.error("--compare-torch needs PyTorch, a benchmark-only extra: pip install torch==2.13.0")
     try:
         figures = run(args.arch, args.batch_size, args.device, args.steps, args.warmup, args.rounds, args.methods,
-                      args.compare_torch, args.modes)
+                      args.compare_torch, args.modes, args.kernels)
     except WorkerError as error:
         print(error, file=sys.stderr)
         return 1

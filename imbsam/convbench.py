@@ -1,48 +1,37 @@
-"""One convolution layer: MindSpore's backward, a custom operator's backward, and PyTorch's, on the CPU.
+"""One convolution layer: MindSpore's kernels, imbsam.onednn's custom operator, and PyTorch's, on the CPU.
 
     python -m imbsam.convbench [--shape CIN,COUT,SIZE ...] [--batch-size 64] [--repeats 7]
 
-On the CPU, MindSpore's oneDNN convolution backward (input- and weight-gradient) is several times
-slower than PyTorch's (notes/mindspore.md). This measures, on one 3x3 stride-1 pad-1 bias-free NCHW
-float32 layer, what replacing it with an `ops.Custom` operator would buy. MindSpore 2.10 offers two
-custom-operator kinds on the CPU, "pyfunc" (a Python function) and "aot" (a compiled .so); the
-operator here is "pyfunc". Its forward is im2col plus one matmul per image in NumPy (OpenBLAS); its
-bprop is two more pyfunc operators: the weight-gradient is the output gradient times the im2col
-columns, one matmul per image summed over the batch; the input-gradient is, at stride 1, the
-convolution of the output gradient with the flipped, transposed kernel, so it reuses the forward.
+On the CPU, MindSpore 2.10's oneDNN convolution is several times slower than PyTorch's
+(notes/mindspore.md). This measures, on one 3x3 stride-1 pad-1 bias-free NCHW float32 layer, what
+the networks' replacement buys: `imbsam.onednn.conv2d_operator`, a "pyfunc" `ops.Custom` operator
+whose forward and bprop run oneDNN 3.2's blocked AVX-512 kernels through ctypes.
 
-Rows: MindSpore's ops.conv2d (as nn.Conv2d calls it), the custom operator, and PyTorch's conv2d with
-MindSpore's thread count, the target. Each row computes loss = sum(conv(x, w) * g) for a fixed g:
-"forward" times the loss, "forward+backward" its gradients with respect to x and w (ms.grad;
-loss.backward() in PyTorch), and backward is their difference, so the small multiply-and-sum costs
-every row alike. A timed call ends by reading its results back to the host (.asnumpy()). Every row
-is warmed up first; then rows take turns in interleaved repeats, so load from other jobs on a
-shared machine falls on every row alike, and each figure is the median over the repeats. "cores
-busy" is the process's CPU time over wall time during forward+backward; "fastest" is the least
-disturbed of its calls, because a median alone hides how far MindSpore's kernels can swing: with
-asynchronous launch (MindSpore's default, not what training uses on the CPU) the 16->16 layer's
-forward+backward took 37 ms at best and 286 ms at the median on an idle machine. The custom operator's
-output and gradients are checked against MindSpore's before timing.
+Rows: MindSpore's ops.conv2d (as nn.Conv2d calls it), the oneDNN operator, and PyTorch's conv2d with
+MindSpore's thread count and the user's environment (imbsam's CPU defaults are for MindSpore), the
+target. Each row computes loss = sum(conv(x, w) * g) for a fixed g: "forward" times the loss,
+"forward+backward" its gradients with respect to x and w (ms.grad; loss.backward() in PyTorch), and
+backward is their difference, so the small multiply-and-sum costs every row alike. A timed call ends
+by reading its results back to the host (.asnumpy()). Every row is warmed up first; then rows take
+turns in interleaved repeats, so load from other jobs on a shared machine falls on every row alike,
+and each figure is the median over the repeats. "cores busy" is the process's CPU time over wall
+time during forward+backward; "fastest" is the least disturbed of its calls. The operator's output
+and gradients are checked against MindSpore's before timing.
 """
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import sys
 import time
 
-if __name__ == "__main__":
-    # Before NumPy loads OpenBLAS. A pyfunc kernel has one core at best: the thread waiting for its
-    # result spins on the other (a pyfunc that sleeps 0.2 s costs 0.2 s of CPU time). A second BLAS
-    # thread only contends with that spinner; here it made the custom operator's rows 1.5-4x slower.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from tabulate import tabulate
 
+from imbsam import onednn
 from imbsam.bench import positive_int
-from imbsam.device import ONEDNN_ISA_ENV, prepare_environment, restore_user_onednn_isa
+from imbsam.device import ONEDNN_ISA_ENV, prepare_environment, restore_user_environment
 
 PADDING = 1
 KERNEL = 3
@@ -50,61 +39,11 @@ SEED = 0
 # (input channels, output channels, image side) of the most common 3x3 layer of each network.
 SHAPES = {"resnet32 16->16 32x32": (16, 16, 32), "resnet34 128->128 16x16": (128, 128, 16)}
 PASSES = ("forward", "forward+backward")
+OPERATOR = "oneDNN op"
 
 
-# ---- the custom operator's kernels: NumPy, stride 1, square kernel, no bias ----
-
-def _columns(x, kernel, padding):
-    """im2col: the (N, C*k*k, Ho*Wo) patches of zero-padded `x`, so that a convolution is one matmul per image."""
-    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = sliding_window_view(padded, (kernel, kernel), axis=(2, 3))  # (N, C, Ho, Wo, k, k), a view
-    n, c, ho, wo = windows.shape[:4]
-    return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kernel * kernel, ho * wo), (ho, wo)
-
-
-def conv2d_forward(x, w, padding):
-    columns, (ho, wo) = _columns(x, w.shape[2], padding)
-    return np.matmul(w.reshape(w.shape[0], -1), columns).reshape(x.shape[0], w.shape[0], ho, wo)
-
-
-def conv2d_input_grad(dy, w, padding):
-    # At stride 1 the transposed convolution is a convolution with the kernel flipped and its channel
-    # axes swapped, padded so every output position reaches every input pixel it was computed from.
-    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    return conv2d_forward(dy, flipped, w.shape[2] - 1 - padding)
-
-
-def conv2d_weight_grad(x, dy, w, padding):
-    columns, _ = _columns(x, w.shape[2], padding)
-    per_image = np.matmul(dy.reshape(dy.shape[0], dy.shape[1], -1), columns.transpose(0, 2, 1))
-    return per_image.sum(axis=0).reshape(w.shape)
-
-
-def custom_conv2d(padding=PADDING):
-    """A pyfunc ops.Custom convolution, (x, w) -> y, whose forward and bprop run the NumPy kernels above."""
-    from mindspore import ops
-
-    def output_shape(x, w):
-        return [x[0], w[0], x[2] + 2 * padding - w[2] + 1, x[3] + 2 * padding - w[3] + 1]
-
-    def input_grad_shape(dy, w):
-        return [dy[0], w[1], dy[2] - 2 * padding + w[2] - 1, dy[3] - 2 * padding + w[3] - 1]
-
-    def first_dtype(first, *_):
-        return first
-
-    def weight_shape(x, dy, w):
-        return w
-
-    input_grad = ops.Custom(lambda dy, w: conv2d_input_grad(dy, w, padding), input_grad_shape, first_dtype, "pyfunc")
-    # w is an input only so that the kernel and the shape function know the kernel size.
-    weight_grad = ops.Custom(lambda x, dy, w: conv2d_weight_grad(x, dy, w, padding), weight_shape, first_dtype,
-                             "pyfunc")
-
-    def bprop(x, w, out, dout):
-        return input_grad(dout, w), weight_grad(x, dout, w)
-
-    return ops.Custom(lambda x, w: conv2d_forward(x, w, padding), output_shape, first_dtype, "pyfunc", bprop=bprop)
+def onednn_conv2d(x, w):
+    return onednn.conv2d_operator(1, PADDING)(x, w)
 
 
 def mindspore_conv2d(x, w):
@@ -161,14 +100,14 @@ def layer_arrays(batch_size, in_channels, out_channels, size, seed=SEED):
     return x, w, cotangent
 
 
-def gradient_errors(x, w, cotangent, custom=None):
-    """max |custom - MindSpore| / max |MindSpore| for the output and the gradients of sum(conv * cotangent)."""
+def gradient_errors(x, w, cotangent):
+    """max |oneDNN op - MindSpore| / max |MindSpore| for the output and the gradients of sum(conv * cotangent)."""
     import mindspore as ms
     from mindspore import Tensor
 
     x, w, cotangent = Tensor(x), Tensor(w), Tensor(cotangent)
     results = []
-    for conv in (custom_conv2d() if custom is None else custom, mindspore_conv2d):
+    for conv in (onednn_conv2d, mindspore_conv2d):
         gradients = ms.grad(_loss(conv, cotangent), grad_position=(0, 1))(x, w)
         results.append([conv(x, w).asnumpy()] + [g.asnumpy() for g in gradients])
     return {name: float(np.abs(ours - theirs).max() / np.abs(theirs).max())
@@ -207,28 +146,25 @@ def run(shapes=SHAPES, batch_size=64, repeats=7, warmup=2, compare_torch=True, t
     from mindspore import Tensor
 
     threads = ms.get_context("runtime_num_threads")
-    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     config = {"batch_size": batch_size, "repeats": repeats, "warmup": warmup, "mindspore": ms.__version__,
               "threads": threads, "onednn_max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV),
-              "numpy": f"{np.__version__} ({blas['name']} {blas.get('version', '')}, "
-                       f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})"}
+              "onednn": f"{onednn.DISTRIBUTION} {importlib.metadata.version(onednn.DISTRIBUTION)}"}
     if compare_torch:
         # MindSpore's oneDNN fixes its AVX2 cap at its first convolution; PyTorch's then reads the user's.
         mindspore_conv2d(*(Tensor(a) for a in layer_arrays(1, 1, 1, KERNEL)[:2])).asnumpy()
-        restore_user_onednn_isa()
+        restore_user_environment()
         import torch
 
         cap = os.environ.get(ONEDNN_ISA_ENV, "unset")
         config["torch"] = (f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels, "
                            f"ONEDNN_MAX_CPU_ISA={cap})")
-    custom = custom_conv2d()
     layers = {}
     for label, (in_channels, out_channels, size) in shapes.items():
         arrays = layer_arrays(batch_size, in_channels, out_channels, size)
-        errors = gradient_errors(*arrays, custom=custom)
+        errors = gradient_errors(*arrays)
         tensors = [Tensor(a) for a in arrays]
         calls = {"MindSpore": _mindspore_calls(mindspore_conv2d, *tensors),
-                 "Custom": _mindspore_calls(custom, *tensors)}
+                 OPERATOR: _mindspore_calls(onednn_conv2d, *tensors)}
         if compare_torch:
             calls["PyTorch"] = _torch_calls(*arrays, threads)
         for pair in calls.values():
@@ -261,19 +197,19 @@ def _row_figures(samples, rows):
 def _conclusion(layers):
     verdicts, saved = [], []
     for label, layer in layers.items():
-        mindspore, custom = layer["rows"]["MindSpore"], layer["rows"]["Custom"]
-        backward = mindspore["backward_ms"] - custom["backward_ms"]
-        total = mindspore["forward_backward_ms"] - custom["forward_backward_ms"]
+        mindspore, operator = layer["rows"]["MindSpore"], layer["rows"][OPERATOR]
+        backward = mindspore["backward_ms"] - operator["backward_ms"]
+        total = mindspore["forward_backward_ms"] - operator["forward_backward_ms"]
         saved.append(total > 0)
         verdicts.append(f"{label}: backward {'saves' if backward > 0 else 'costs'} {abs(backward):.1f} ms "
-                        f"({custom['backward_vs_mindspore']:.2f}x MindSpore's), forward+backward "
+                        f"({operator['backward_vs_mindspore']:.2f}x MindSpore's), forward+backward "
                         f"{'saves' if total > 0 else 'costs'} {abs(total):.1f} ms")
     if all(saved):
-        verdict = "the custom operator pays on every shape"
+        verdict = "the oneDNN operator pays on every shape"
     elif any(saved):
-        verdict = "the custom operator pays on some shapes only"
+        verdict = "the oneDNN operator pays on some shapes only"
     else:
-        verdict = "the custom operator does not pay"
+        verdict = "the oneDNN operator does not pay"
     return f"conclusion, per call of one layer: {'; '.join(verdicts)}: {verdict}."
 
 
@@ -283,7 +219,7 @@ def format_report(figures):
     lines = [
         (f"{KERNEL}x{KERNEL} stride-1 pad-{PADDING} convolution, NCHW float32, batch {config['batch_size']}: "
          f"MindSpore {config['mindspore']} PyNative, {config['threads']} threads, "
-         f"ONEDNN_MAX_CPU_ISA={config['onednn_max_cpu_isa']}; custom op pyfunc on NumPy {config['numpy']}{torch}"),
+         f"ONEDNN_MAX_CPU_ISA={config['onednn_max_cpu_isa']}; oneDNN op: pyfunc on {config['onednn']}{torch}"),
         (f"median of {config['repeats']} interleaved repeats after {config['warmup']} warm-up calls; "
          "backward = forward+backward - forward"),
     ]
@@ -293,7 +229,7 @@ def format_report(figures):
               r["fastest_forward_backward_ms"], r["cores_busy"]]
              for label, layer in figures["layers"].items() for row, r in layer["rows"].items()]
     lines.append(tabulate(table, headers, floatfmt=("", "", ".1f", ".1f", ".1f", ".2f", ".1f", ".2f")))
-    lines.append("custom op vs MindSpore, max |difference| / max |MindSpore|: " + "; ".join(
+    lines.append("oneDNN op vs MindSpore, max |difference| / max |MindSpore|: " + "; ".join(
         f"{label}: " + ", ".join(f"{name} {error:.1e}" for name, error in layer["errors"].items())
         for label, layer in figures["layers"].items()))
     lines.append(_conclusion(figures["layers"]))

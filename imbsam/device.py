@@ -14,15 +14,18 @@ from imbsam.errors import InputError
 
 TARGETS = ("auto", "CPU", "GPU", "Ascend")
 MODES = ("auto", "pynative", "graph")
+KERNELS = ("auto", "onednn", "mindspore")
 
 # Which device an image was built for (set by the Dockerfile): an accelerator
 # image that finds no accelerator must say so instead of training on the CPU.
 IMAGE_TARGET_ENV = "IMBSAM_IMAGE_TARGET"
 
 ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
-# The cap as the user set it (None: unset), read before prepare_environment() adds ours. The cap is a
-# workaround for MindSpore's oneDNN alone: PyTorch's oneDNN, in the benchmarks, must run as the user runs it.
-USER_ONEDNN_ISA = os.environ.get(ONEDNN_ISA_ENV)
+# What prepare_environment() sets on the CPU unless the user did (see there).
+CPU_DEFAULTS = {ONEDNN_ISA_ENV: "AVX2", "OMP_WAIT_POLICY": "PASSIVE"}
+# The user's values (None: unset), read before prepare_environment() adds ours. Ours serve MindSpore and
+# imbsam.onednn: PyTorch, in the benchmarks, must run as the user runs it.
+USER_ENVIRONMENT = {name: os.environ.get(name) for name in CPU_DEFAULTS}
 
 _HINTS = {
     "GPU": "start the container with `--gpus all` (NVIDIA container toolkit) or install the MindSpore GPU "
@@ -36,24 +39,32 @@ _HINTS = {
 def prepare_environment(target="auto"):
     """Set what must be in the environment before MindSpore is imported: call it first.
 
-    On AVX-512 CPUs MindSpore's bundled oneDNN falls back to a scalar reference
-    convolution; capping the ISA at AVX2 selects its GEMM path (about 45x faster here).
+    - ONEDNN_MAX_CPU_ISA=AVX2: on AVX-512 CPUs MindSpore's bundled oneDNN falls back to a scalar
+      reference convolution; capping the ISA at AVX2 selects its GEMM path (about 45x faster here).
+      imbsam.onednn's own copy of oneDNN lifts the cap for itself.
+    - OMP_WAIT_POLICY=PASSIVE: GNU OpenMP, which MindSpore loads, reads it once. By default imbsam.onednn's
+      idle OpenMP workers spin after each convolution, on the cores MindSpore's next kernels need:
+      ResNet-32's graph-mode SGD step took 453 ms instead of 334.
+
     A value the user set is respected.
     """
     if target in ("auto", "CPU"):
-        os.environ.setdefault(ONEDNN_ISA_ENV, "AVX2")
+        for name, value in CPU_DEFAULTS.items():
+            os.environ.setdefault(name, value)
 
 
-def restore_user_onednn_isa(value=USER_ONEDNN_ISA):
-    """Put the oneDNN ISA cap back to the user's `value` (unset it for None), for another library's oneDNN.
+def restore_user_environment(values=None):
+    """Put the variables of CPU_DEFAULTS back to the user's `values` (default USER_ENVIRONMENT; None
+    unsets), for another library: PyTorch in the benchmarks.
 
-    Each copy of oneDNN reads the cap once, at its first primitive: MindSpore's keeps the AVX2 cap
-    if it ran a convolution before this call, and PyTorch's reads `value` if it runs none before it.
+    Each copy of oneDNN reads its cap once, at its first primitive: MindSpore's keeps the AVX2 cap if it
+    ran a convolution before this call. OpenMP reads its policy when it loads.
     """
-    if value is None:
-        os.environ.pop(ONEDNN_ISA_ENV, None)
-    else:
-        os.environ[ONEDNN_ISA_ENV] = value
+    for name, value in (USER_ENVIRONMENT if values is None else values).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _available(ms, target):

@@ -306,7 +306,8 @@ def _device(info):
     if not info:
         return "n/a"
     threads = f", {info['threads']} threads" if info.get("threads") else ""
-    return f"{info.get('target', '?')} ({info.get('mode', '?')}{threads})"
+    kernels = f", {info['kernels']} convolutions" if info.get("kernels") else ""
+    return f"{info.get('target', '?')} ({info.get('mode', '?')}{threads}{kernels})"
 
 
 def runs_table(trains):

@@ -193,9 +193,11 @@ def _format_duration(seconds):
     return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {rest % 60}s"
 
 
-def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_run_hint="", log=print,
-          progress=True):
+def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernels="auto", quick_run_hint="",
+          log=print, progress=True):
     """Train one run; return its metadata (also written to out_dir/train.json).
+
+    kernels: the convolutions' kernels (imbsam.models.create_model); the metadata's device says which ran.
 
     split: imbsam.data.load_split(...) output. out_dir receives model/last.ckpt, model/best.ckpt
     and train.json; resume_dir/<config hash> holds the per-epoch checkpoint until the run ends.
@@ -216,13 +218,14 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_
     checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
 
     ms.set_seed(config.seed)
-    network = create_model(config.arch, summary["num_classes"], seed=config.seed)
+    network = create_model(config.arch, summary["num_classes"], seed=config.seed, kernels=kernels)
+    device = {**(device or {}), "kernels": network.kernels}
     schedule = cosine_schedule(config.lr, total_steps)
     optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
     step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, config.method,
                            rho=config.rho, tail_classes=tail_classes, tail_loss_scale=config.tail_loss_scale,
                            bn_update_in_perturbed_pass=config.bn_update_in_perturbed_pass,
-                           mode=device["mode"] if device else "graph")
+                           mode=device.get("mode", "graph"))
 
     state = checkpoints.load_state()
     if state:
@@ -236,7 +239,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_
 
     log(f"training {config.method} seed {config.seed}: {config.arch}, {config.epochs} epochs x "
         f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
-        f"device {device['target'] if device else '?'} ({device['mode'] if device else '?'})")
+        f"device {device.get('target', '?')} ({device.get('mode', '?')}, {network.kernels} convolutions)")
     with _sigterm_as_interrupt():
         try:
             for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -293,7 +296,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, quick_
         "train_seconds": round(state["train_seconds"], 3),
         "wall_time_s": round(state["wall_seconds"], 3),
         "train_img_per_s": round(state["train_images"] / max(state["train_seconds"], 1e-9), 2),
-        "device": device or {}, "config": asdict(config), "history": state["history"],
+        "device": device, "config": asdict(config), "history": state["history"],
     }
     (out_dir / "train.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
     shutil.rmtree(checkpoints.folder)

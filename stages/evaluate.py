@@ -63,6 +63,7 @@ def main():
     batch_size = param(params, "eval.batch_size",
                        check=(lambda v: is_int(v) and v > 0, "an integer > 0"))
     target = param(params, "device.target", choices=device.TARGETS)
+    kernels = param(params, "train.kernels", choices=device.KERNELS)
     name = f"{args.optimizer}-{args.seed}"
     run = read_run(name, arch)
 
@@ -76,7 +77,8 @@ def main():
         raise InputError(f"params.yaml: model.arch={arch!r} is not one of {', '.join(ARCHS)}")
     split = load_split(SPLIT_DIR)
     summary = split["summary"]
-    network = create_model(arch, num_classes=summary["num_classes"])
+    network = create_model(arch, num_classes=summary["num_classes"], kernels=kernels)
+    info["kernels"] = network.kernels
 
     variants = {}
     for selection in SELECTIONS:

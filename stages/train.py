@@ -8,7 +8,7 @@ import argparse
 
 from _common import load_params, main_guard, param
 
-from imbsam.device import MODES, TARGETS, prepare_environment, setup
+from imbsam.device import KERNELS, MODES, TARGETS, prepare_environment, setup
 from imbsam.errors import InputError
 
 QUICK_RUN = ("dvc exp run -S model.arch=resnet32 -S train.epochs=2 -S train.max_steps_per_epoch=20 "
@@ -53,6 +53,7 @@ def main():
     params = load_params()
     target = param(params, "device.target", choices=TARGETS)
     mode = param(params, "train.mode", choices=MODES)
+    kernels = param(params, "train.kernels", choices=KERNELS)
     prepare_environment(target)
     config = config_from_params(params, args.optimizer, seed)
 
@@ -63,7 +64,7 @@ def main():
     device = setup(target, mode)
     name = f"{args.optimizer}-{seed}"
     train(config, split, out_dir=f"runs/{name}", resume_dir=".resume", live_dir=f"runs/{name}/live",
-          device=device, quick_run_hint=QUICK_RUN)
+          device=device, kernels=kernels, quick_run_hint=QUICK_RUN)
 
 
 if __name__ == "__main__":

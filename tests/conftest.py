@@ -1,11 +1,9 @@
 """Fixtures shared by the test modules."""
 
-import os
-
 import pytest
 
-# Before any test imports MindSpore: its CPU convolutions are ~45x faster with oneDNN capped at AVX2.
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+# Before any test imports MindSpore: imbsam's CPU environment (imbsam.device.prepare_environment).
+import imbsam  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,24 @@ def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
             "ms_per_step"]
 
 
+def test_bench_sets_both_convolution_kernels_side_by_side(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
+                       "--methods", "sgd", "--modes", "graph", "--kernels", "onednn,mindspore", "--json", str(out)])
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert figures["config"]["kernels"] == ["onednn", "mindspore"]
+    assert {"sgd [onednn]", "sgd [mindspore]", "forward [onednn]", "forward+backward [mindspore]"} <= set(
+        figures["rows"])
+    assert "graph mode, onednn and mindspore convolutions" in capsys.readouterr().out
+
+
+def test_variant_labels_name_only_what_varies():
+    assert bench.variant_labels(("graph",), ("auto",)) == {"": {"mode": "graph", "kernels": "auto"}}
+    assert list(bench.variant_labels(("pynative", "graph"), ("onednn", "mindspore"))) == [
+        "pynative, onednn", "pynative, mindspore", "graph, onednn", "graph, mindspore"]
+
+
 @pytest.mark.parametrize("text", ["jit", "auto", ","])
 def test_bad_modes_are_rejected(text, capsys):
     with pytest.raises(SystemExit):

@@ -1,4 +1,4 @@
-"""The convolution benchmark's custom operator against MindSpore's own gradients, and its table at tiny sizes.
+"""The convolution benchmark's oneDNN operator against MindSpore's own gradients, and its table at tiny sizes.
 
 No timing is asserted.
 """
@@ -11,7 +11,7 @@ from imbsam import convbench
 
 
 @pytest.mark.parametrize("batch, in_channels, out_channels, size", [(2, 3, 4, 5), (3, 2, 2, 8)])
-def test_custom_operator_output_and_gradients_match_mindspore(batch, in_channels, out_channels, size):
+def test_onednn_operator_output_and_gradients_match_mindspore(batch, in_channels, out_channels, size):
     convbench.setup_cpu()
     errors = convbench.gradient_errors(*convbench.layer_arrays(batch, in_channels, out_channels, size))
     assert set(errors) == {"output", "input gradient", "weight gradient"}
@@ -21,7 +21,7 @@ def test_custom_operator_output_and_gradients_match_mindspore(batch, in_channels
 def test_main_prints_its_table(capsys):
     assert convbench.main(["--shape", "3,4,5", "--batch-size", "2", "--repeats", "1", "--warmup", "1"]) == 0
     printed = capsys.readouterr().out
-    rows = ["MindSpore", "Custom"] + (["PyTorch"] if importlib.util.find_spec("torch") else [])
+    rows = ["MindSpore", "oneDNN op"] + (["PyTorch"] if importlib.util.find_spec("torch") else [])
     for text in rows + ["3->4 5x5", "bwd vs MindSpore", "weight gradient", "conclusion"]:
         assert text in printed
 

@@ -7,7 +7,7 @@ import sys
 import mindspore as ms
 import pytest
 
-from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target, restore_user_onednn_isa
+from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target, restore_user_environment
 from imbsam.errors import InputError
 
 
@@ -51,14 +51,17 @@ def test_importing_imbsam_caps_onednn_unless_the_user_chose_and_remembers_the_us
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
     if preset:
         env["ONEDNN_MAX_CPU_ISA"] = preset
-    code = "import imbsam.device, os; print(os.environ['ONEDNN_MAX_CPU_ISA'], imbsam.device.USER_ONEDNN_ISA)"
+    code = ("import imbsam.device, os; "
+            "print(os.environ['ONEDNN_MAX_CPU_ISA'], imbsam.device.USER_ENVIRONMENT['ONEDNN_MAX_CPU_ISA'])")
     shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                            check=True).stdout.split()
     assert shown == [expected, str(preset)]
 
 
 @pytest.mark.parametrize("users", [None, "AVX512_CORE"])
-def test_another_librarys_onednn_gets_the_users_cap_back(monkeypatch, users):
+def test_another_library_gets_the_users_environment_back(monkeypatch, users):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    restore_user_onednn_isa(users)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    restore_user_environment({"ONEDNN_MAX_CPU_ISA": users, "OMP_WAIT_POLICY": None})
     assert os.environ.get("ONEDNN_MAX_CPU_ISA") == users
+    assert "OMP_WAIT_POLICY" not in os.environ

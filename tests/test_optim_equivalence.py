@@ -7,11 +7,6 @@ Weights, BatchNorm running statistics and the returned losses are compared after
 three-step run, because the perturb-and-restore bugs met so far only showed from the second step on.
 """
 
-import os
-
-# Before importing mindspore, or its oneDNN picks the slow reference kernels (notes/mindspore.md).
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-
 import mindspore as ms
 import numpy as np
 import pytest

@@ -55,7 +55,8 @@ def train_record(optimizer, seed, params):
     return {"optimizer": optimizer, "seed": seed, "arch": params["model"]["arch"], "epochs": 10,
             "epochs_completed": 10, "best_epoch": 7, "last_epoch": 10, "wall_time_s": 95.0,
             "train_img_per_s": 123.4, "steps_per_epoch": 5, "max_steps_per_epoch": 5,
-            "device": {"target": "CPU", "mode": "pynative", "threads": 2, "mindspore": "2.10.0"}, "params": params}
+            "device": {"target": "CPU", "mode": "pynative", "threads": 2, "mindspore": "2.10.0",
+                       "kernels": "onednn"}, "params": params}
 
 
 def summary(synthetic):
@@ -198,7 +199,8 @@ def test_report_stage_renders_tables_figures_and_metrics(tmp_path):
     assert ["ImbSAM", "68.0 ± 2.8", "53.0 ± 2.8", "28.0 ± 2.8", "49.7 ± 2.8", "2"] in rows
     assert ["ImbSAM", "75.9 (\u22122.9)", "53.5 (+4.5)", "19.4 (+13.6)", "51.1 (+3.6)"] in rows
     assert ["ImbSAM", "63.2 (+9.8)", "43.4 (+14.6)", "11.4 (+21.6)", "40.7 (+14.0)"] in rows
-    assert ["sgd-1", "CPU (pynative, 2 threads)", "10/10", "7", "10", "5", "1.6 min", "123.4"] in rows
+    assert ["sgd-1", "CPU (pynative, 2 threads, onednn convolutions)", "10/10", "7", "10", "5", "1.6 min",
+            "123.4"] in rows
     assert ["`train.epochs`", "10", "200"] in rows
     assert md.index("## Results") < md.index("### Clean protocol") < md.index("## Against the published numbers")
     assert "No per-epoch curves" not in md
