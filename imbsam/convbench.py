@@ -4,8 +4,8 @@
 
 On the CPU, MindSpore 2.10's oneDNN convolution is several times slower than PyTorch's
 (notes/mindspore.md). This measures, on one 3x3 stride-1 pad-1 bias-free NCHW float32 layer, what
-the networks' replacement buys: `imbsam.onednn.conv2d_operator`, a "pyfunc" `ops.Custom` operator
-whose forward and bprop run oneDNN 3.2's blocked AVX-512 kernels through ctypes.
+the networks' replacement buys: `imbsam.onednn.conv2d_operator`, an "aot" `ops.Custom` operator
+whose forward and bprop run oneDNN 3.2's blocked AVX-512 kernels.
 
 Rows: MindSpore's ops.conv2d (as nn.Conv2d calls it), the oneDNN operator, and PyTorch's conv2d with
 MindSpore's thread count and the user's environment (imbsam's CPU defaults are for MindSpore), the
@@ -43,7 +43,7 @@ OPERATOR = "oneDNN op"
 
 
 def onednn_conv2d(x, w):
-    return onednn.conv2d_operator(1, PADDING)(x, w)
+    return onednn.conv2d_operator(1)(x, w)
 
 
 def mindspore_conv2d(x, w):
@@ -121,7 +121,7 @@ def _timed(call):
 
 
 def setup_cpu(threads=None):
-    """PyNative on the CPU, the only device pyfunc operators run on, with `threads` runtime threads if given;
+    """PyNative on the CPU, the only device the oneDNN operator runs on, with `threads` runtime threads if given;
     return the mindspore module."""
     prepare_environment("CPU")
     import mindspore as ms
@@ -131,7 +131,7 @@ def setup_cpu(threads=None):
     except RuntimeError:
         pass  # the device is fixed once per process; a test process may have run MindSpore work already
     if ms.get_context("device_target") != "CPU":
-        raise RuntimeError("pyfunc custom operators run on the CPU only; this process already uses "
+        raise RuntimeError("the oneDNN operator runs on the CPU only; this process already uses "
                            f"{ms.get_context('device_target')}")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     if threads:
@@ -219,7 +219,7 @@ def format_report(figures):
     lines = [
         (f"{KERNEL}x{KERNEL} stride-1 pad-{PADDING} convolution, NCHW float32, batch {config['batch_size']}: "
          f"MindSpore {config['mindspore']} PyNative, {config['threads']} threads, "
-         f"ONEDNN_MAX_CPU_ISA={config['onednn_max_cpu_isa']}; oneDNN op: pyfunc on {config['onednn']}{torch}"),
+         f"ONEDNN_MAX_CPU_ISA={config['onednn_max_cpu_isa']}; oneDNN op: aot on {config['onednn']}{torch}"),
         (f"median of {config['repeats']} interleaved repeats after {config['warmup']} warm-up calls; "
          "backward = forward+backward - forward"),
     ]

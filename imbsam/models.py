@@ -183,7 +183,7 @@ def use_onednn_kernels(network):
     """Run every imbsam Conv2d of `network` on imbsam.onednn's kernels (CPU only)."""
     for _, cell in network.cells_and_names():
         if isinstance(cell, Conv2d):
-            cell.onednn = onednn.conv2d_operator(cell.stride[0], cell.weight.shape[2] // 2)
+            cell.onednn = onednn.conv2d_operator(cell.stride[0])
 
 
 def create_model(arch, num_classes=100, seed=0, kernels="auto"):

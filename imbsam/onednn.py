@@ -12,8 +12,13 @@ The library is loaded by path with RTLD_LOCAL: MindSpore's own copy has the same
 
 import ctypes
 import functools
+import hashlib
 import importlib.metadata
 import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 
@@ -177,51 +182,97 @@ class Convolution:
         out_reorder = out.reorder_between(out.chosen, out.plain) if out.reordered else None
         return _create("dnnl_primitive_create", desc), operands, reorders, out_reorder, output
 
-    def _call(self, name, arrays):
-        primitive, operands, reorders, out_reorder, (out_name, out_shape) = self.passes[name]
-        result = np.empty(out_shape, np.float32)
+    def run(self, name, inputs, output):
+        """Run pass `name` ("forward", "input_grad", "weight_grad") on plain NCHW / OIHW float32 buffers
+        given as addresses: `inputs` in the order of self.passes[name]'s inputs, then its output."""
+        primitive, operands, reorders, out_reorder, (out_name, _) = self.passes[name]
         lib = _library()
-        # Kept referenced until the primitive has run: oneDNN reads them through raw pointers.
-        arrays = [np.ascontiguousarray(array, np.float32) for array in arrays]
-        for arg, array in zip(reorders, arrays):
+        for arg, address in zip(reorders, inputs):
             op = operands[arg]
-            _check(lib.dnnl_memory_set_data_handle(op.user, array.ctypes.data), "dnnl_memory_set_data_handle")
+            _check(lib.dnnl_memory_set_data_handle(op.user, address), "dnnl_memory_set_data_handle")
             if reorders[arg] is not None:
                 _run(reorders[arg], [(_ARG["src"], op.user), (_ARG["dst"], op.memory)])
         out = operands[out_name]
-        _check(lib.dnnl_memory_set_data_handle(out.user, result.ctypes.data), "dnnl_memory_set_data_handle")
+        _check(lib.dnnl_memory_set_data_handle(out.user, output), "dnnl_memory_set_data_handle")
         _run(primitive, [(_ARG[arg], op.memory) for arg, op in operands.items()])
         if out_reorder is not None:
             _run(out_reorder, [(_ARG["src"], out.memory), (_ARG["dst"], out.user)])
         _check(lib.dnnl_stream_wait(_engine_and_stream()[1]), "dnnl_stream_wait")
-        return result
-
-    def forward(self, x, w):
-        return self._call("forward", (x, w))
-
-    def input_grad(self, dy, w):
-        return self._call("input_grad", (dy, w))
-
-    def weight_grad(self, x, dy):
-        return self._call("weight_grad", (x, dy))
 
 
 @functools.cache
 def convolution(x_shape, w_shape, stride, padding):
     """The Convolution for these shapes, built on first use and shared by every layer of that shape."""
-    return Convolution(x_shape, w_shape, stride, padding)
+    return Convolution(tuple(x_shape), tuple(w_shape), stride, padding)
+
+
+# ---- MindSpore custom operators: "aot" kernels (onednn_shim.c) that call back into Python ----
+
+SHIM_SOURCE = Path(__file__).with_name("onednn_shim.c")
+STRIDES = (1, 2)  # the entry points onednn_shim.c defines
+_PASSES = ("forward", "input_grad", "weight_grad")
+_ENTRY_POINTS = ("ConvForward", "ConvInputGrad", "ConvWeightGrad")
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
+                             ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)))
+
+
+def _kernel(kind, nparam, params, shapes):
+    """Every entry point's Python side: (x, w) -> y, (x, dy, w) -> dx, (x, dy, w) -> dw on MindSpore's buffers.
+    x and w reach the gradients for their shapes even where their values are not read; padding is
+    kernel_size // 2, as imbsam.models.Conv2d has it."""
+    try:
+        stride, name = kind & 0xF, _PASSES[kind >> 4]
+        x_shape, w_shape = tuple(shapes[0][:4]), tuple(shapes[nparam - 2][:4])
+        conv = convolution(x_shape, w_shape, stride, w_shape[2] // 2)
+        if name == "forward":
+            x, w, out = (params[i] for i in range(3))
+            conv.run(name, (x, w), out)
+        else:
+            x, dy, w, out = (params[i] for i in range(4))
+            conv.run(name, (dy, w) if name == "input_grad" else (x, dy), out)
+        return 0
+    except Exception as error:  # noqa: BLE001 - MindSpore only sees the status: print the reason here
+        print(f"imbsam.onednn: {kind:#x} failed: {error!r}", file=sys.stderr)
+        return 1
+
+
+_callback = _CALLBACK(_kernel)  # module-level: the C side keeps only the pointer
+
+
+@functools.cache
+def shim_path():
+    """onednn_shim.c compiled with the C compiler into the user's cache, once per version of its source."""
+    source = SHIM_SOURCE.read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imbsam"
+    target = cache / f"onednn_shim-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        compiler = sysconfig.get_config_var("CC") or "cc"
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            subprocess.run([*compiler.split()[:1], "-O2", "-shared", "-fPIC", "-o", str(partial), str(SHIM_SOURCE)],
+                           check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as error:
+            detail = getattr(error, "stderr", "") or error
+            raise OneDNNError(f"could not compile {SHIM_SOURCE.name} with {compiler.split()[0]!r} ({detail}): "
+                              "install a C compiler (apt-get install gcc)") from None
+        partial.replace(target)  # atomic: a concurrent build of the same source writes the same file
+    ctypes.CDLL(str(target)).imbsam_set_callback(_callback)
+    return str(target)
 
 
 def available():
-    """Whether the library loads here; the reason if not."""
+    """Whether the library loads and the shim builds here; the reason if not."""
     try:
         _engine_and_stream()
+        shim_path()
     except (OneDNNError, OSError) as error:
         return False, str(error)
     return True, ""
 
 
-def _output_shape(x, w, stride, padding):
+def _output_shape(x, w, stride):
+    padding = w[2] // 2
     return [x[0], w[0], (x[2] + 2 * padding - w[2]) // stride + 1, (x[3] + 2 * padding - w[3]) // stride + 1]
 
 
@@ -229,28 +280,27 @@ def _first_dtype(first, *_):
     return first
 
 
-@functools.cache
-def conv2d_operator(stride, padding):
-    """A MindSpore custom operator (x, w) -> y running these kernels, with its gradient as two more.
+def _third_shape(x, dy, w):
+    return w
 
-    "pyfunc" operators run on the CPU in PyNative and graph mode. The gradient operators take x and w
-    only for their shapes where they do not need their values: a stride-2 output fits two input sizes."""
+
+def _first_shape(x, dy, w):
+    return x
+
+
+@functools.cache
+def conv2d_operator(stride):
+    """A MindSpore custom operator (x, w) -> y on these kernels, padded by kernel_size // 2, with its
+    gradient as two more. "aot" operators run on the CPU in PyNative and graph mode."""
     from mindspore import ops
 
-    def forward(x, w):
-        return convolution(x.shape, w.shape, stride, padding).forward(x, w)
-
-    def input_grad(x, dy, w):
-        return convolution(x.shape, w.shape, stride, padding).input_grad(dy, w)
-
-    def weight_grad(x, dy, w):
-        return convolution(x.shape, w.shape, stride, padding).weight_grad(x, dy)
-
-    input_grad_op = ops.Custom(input_grad, lambda x, dy, w: x, _first_dtype, "pyfunc")
-    weight_grad_op = ops.Custom(weight_grad, lambda x, dy, w: w, _first_dtype, "pyfunc")
+    if stride not in STRIDES:
+        raise OneDNNError(f"no entry point for stride {stride}: add one to {SHIM_SOURCE.name}")
+    entry = {name: f"{shim_path()}:{point}{stride}" for name, point in zip(_PASSES, _ENTRY_POINTS)}
+    input_grad = ops.Custom(entry["input_grad"], _first_shape, _first_dtype, "aot")
+    weight_grad = ops.Custom(entry["weight_grad"], _third_shape, _first_dtype, "aot")
 
     def bprop(x, w, out, dout):
-        return input_grad_op(x, dout, w), weight_grad_op(x, dout, w)
+        return input_grad(x, dout, w), weight_grad(x, dout, w)
 
-    return ops.Custom(forward, lambda x, w: _output_shape(x, w, stride, padding), _first_dtype, "pyfunc",
-                      bprop=bprop)
+    return ops.Custom(entry["forward"], lambda x, w: _output_shape(x, w, stride), _first_dtype, "aot", bprop=bprop)
