@@ -23,9 +23,14 @@ IMAGE_TARGET_ENV = "IMBSAM_IMAGE_TARGET"
 ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
 # What prepare_environment() sets on the CPU unless the user did (see there).
 CPU_DEFAULTS = {ONEDNN_ISA_ENV: "AVX2", "OMP_WAIT_POLICY": "PASSIVE"}
+# NAME=value pairs prepare_environment() set, so that a child process (a benchmark worker, a DVC stage
+# started from a test) does not take the values it inherits for the user's.
+SET_BY_IMBSAM_ENV = "IMBSAM_SET_ENVIRONMENT"
+_set_by_imbsam = set(os.environ.get(SET_BY_IMBSAM_ENV, "").split(",")) - {""}
 # The user's values (None: unset), read before prepare_environment() adds ours. Ours serve MindSpore and
 # imbsam.onednn: PyTorch, in the benchmarks, must run as the user runs it.
-USER_ENVIRONMENT = {name: os.environ.get(name) for name in CPU_DEFAULTS}
+USER_ENVIRONMENT = {name: None if f"{name}={os.environ.get(name)}" in _set_by_imbsam else os.environ.get(name)
+                    for name in CPU_DEFAULTS}
 
 _HINTS = {
     "GPU": "start the container with `--gpus all` (NVIDIA container toolkit) or install the MindSpore GPU "
@@ -50,7 +55,10 @@ def prepare_environment(target="auto"):
     """
     if target in ("auto", "CPU"):
         for name, value in CPU_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+            if name not in os.environ:
+                os.environ[name] = value
+                _set_by_imbsam.add(f"{name}={value}")
+        os.environ[SET_BY_IMBSAM_ENV] = ",".join(sorted(_set_by_imbsam))
 
 
 def restore_user_environment(values=None):

@@ -58,6 +58,19 @@ def test_importing_imbsam_caps_onednn_unless_the_user_chose_and_remembers_the_us
     assert shown == [expected, str(preset)]
 
 
+@pytest.mark.parametrize("child_sets, expected", [(None, None), ("AVX512_CORE", "AVX512_CORE")])
+def test_a_child_process_does_not_take_imbsams_defaults_for_the_users(child_sets, expected):
+    env = dict(os.environ)  # this process imported imbsam: its defaults and their marker are in here
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and "ONEDNN_MAX_CPU_ISA=AVX2" in env["IMBSAM_SET_ENVIRONMENT"]
+    if child_sets:
+        env["ONEDNN_MAX_CPU_ISA"] = child_sets
+    code = ("import imbsam.device as d; "
+            "print(d.USER_ENVIRONMENT['ONEDNN_MAX_CPU_ISA'], d.USER_ENVIRONMENT['OMP_WAIT_POLICY'])")
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert shown == [str(expected), "None"]
+
+
 @pytest.mark.parametrize("users", [None, "AVX512_CORE"])
 def test_another_library_gets_the_users_environment_back(monkeypatch, users):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
