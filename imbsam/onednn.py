@@ -1,10 +1,10 @@
-"""Convolutions on the CPU through a current oneDNN, called from NumPy with ctypes.
+"""Convolutions on the CPU through a current oneDNN, driven through its C API with ctypes.
 
 MindSpore 2.10's bundled oneDNN hands plain NCHW tensors to a GEMM convolution (capped at AVX2: on
-AVX-512 it would pick a scalar reference kernel), 2.4-3.4x slower than PyTorch's forward+backward.
+AVX-512 it would pick a scalar reference kernel), 2-3x slower than PyTorch's forward+backward.
 oneDNN 3.2 from PyPI (`onednn-cpu-gomp`, CPU-only, GNU OpenMP threads) lets each primitive choose a
-blocked layout and its direct AVX-512 kernels; plain NCHW arrays are reordered in and out around it.
-`imbsam.models` wraps these kernels in MindSpore custom operators.
+blocked layout and its direct AVX-512 kernels; plain NCHW buffers are reordered in and out around it.
+`conv2d_operator` makes them MindSpore custom operators, which imbsam.models' Conv2d calls.
 
 The library is loaded by path with RTLD_LOCAL: MindSpore's own copy has the same soname
 (libdnnl.so.3), and each copy must keep its own symbols and its own ISA cap.
@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,11 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.PO
                              ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)))
 
 
+# Layers of one shape share their primitives and memory objects, and MindSpore's runtime may launch
+# independent kernels (a layer's two gradients) from different threads: one pass at a time.
+_one_at_a_time = threading.Lock()
+
+
 def _kernel(kind, nparam, params, shapes):
     """Every entry point's Python side: (x, w) -> y, (x, dy, w) -> dx, (x, dy, w) -> dw on MindSpore's buffers.
     x and w reach the gradients for their shapes even where their values are not read; padding is
@@ -226,10 +232,12 @@ def _kernel(kind, nparam, params, shapes):
         conv = convolution(x_shape, w_shape, stride, w_shape[2] // 2)
         if name == "forward":
             x, w, out = (params[i] for i in range(3))
-            conv.run(name, (x, w), out)
+            inputs = (x, w)
         else:
             x, dy, w, out = (params[i] for i in range(4))
-            conv.run(name, (dy, w) if name == "input_grad" else (x, dy), out)
+            inputs = (dy, w) if name == "input_grad" else (x, dy)
+        with _one_at_a_time:
+            conv.run(name, inputs, out)
         return 0
     except Exception as error:  # noqa: BLE001 - MindSpore only sees the status: print the reason here
         print(f"imbsam.onednn: {kind:#x} failed: {error!r}", file=sys.stderr)
