@@ -150,12 +150,16 @@ def run(shapes=SHAPES, batch_size=64, repeats=7, warmup=2, compare_torch=True, t
               "threads": threads, "onednn_max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV),
               "onednn": f"{onednn.DISTRIBUTION} {importlib.metadata.version(onednn.DISTRIBUTION)}"}
     if compare_torch:
-        # MindSpore's oneDNN fixes its AVX2 cap at its first convolution; PyTorch's then reads the user's.
+        # Each oneDNN copy fixes its ISA cap at its first convolution, and PyTorch's OpenMP reads its
+        # policy when it loads: MindSpore's takes imbsam's AVX2 cap, then PyTorch the user's environment,
+        # then imbsam's is put back for the rest of the process.
         mindspore_conv2d(*(Tensor(a) for a in layer_arrays(1, 1, 1, KERNEL)[:2])).asnumpy()
         restore_user_environment()
         import torch
 
         cap = os.environ.get(ONEDNN_ISA_ENV, "unset")
+        torch.nn.functional.conv2d(torch.zeros(1, 1, KERNEL, KERNEL), torch.zeros(1, 1, KERNEL, KERNEL))
+        prepare_environment("CPU")
         config["torch"] = (f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels, "
                            f"ONEDNN_MAX_CPU_ISA={cap})")
     layers = {}

@@ -106,7 +106,8 @@ def test_kernels_resolve_per_device_and_library():
 
 def test_without_the_library_auto_falls_back_and_onednn_says_why(monkeypatch):
     monkeypatch.setattr(onednn, "available", lambda: (False, "onednn-cpu-gomp is not installed"))
-    assert resolve_kernels("auto") == "mindspore"
+    with pytest.warns(UserWarning, match="MindSpore's own .* because onednn-cpu-gomp is not installed"):
+        assert resolve_kernels("auto") == "mindspore"
     with pytest.raises(InputError, match="onednn-cpu-gomp is not installed.*train.kernels=auto"):
         resolve_kernels("onednn")
 
