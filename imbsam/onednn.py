@@ -118,8 +118,8 @@ def _engine_and_stream():
 
 
 class _Operand:
-    """One argument of a primitive: the user's plain array, and the layout the primitive chose.
-    When the two differ, a reorder copies between the array and a buffer the library owns."""
+    """One argument of a primitive: the caller's plain buffer, and the layout the primitive chose.
+    When the two differ, a reorder copies between it and a buffer the library owns."""
 
     def __init__(self, shape, primitive_desc, query):
         lib, (engine, _) = _library(), _engine_and_stream()
@@ -146,7 +146,7 @@ def _run(primitive, args):
 class Convolution:
     """Forward, input gradient and weight gradient of one convolution shape (NCHW float32, no bias).
 
-    Primitives and buffers are built once per shape; every call reorders the plain arrays it is given
+    Primitives and buffers are built once per shape; every call reorders the plain buffers it is given
     into the chosen layouts and its result back."""
 
     def __init__(self, x_shape, w_shape, stride, padding):
