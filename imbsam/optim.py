@@ -232,10 +232,11 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
         if tail_free:
             # eps = 0 and g_t' = 0, so the update is SGD on L_h. The authors' code still runs a forward at
             # w + 0, moving the running statistics a second time with this batch: replayed, not run.
+            if not bn_update_in_perturbed_pass:
+                return sgd(images, labels, head_weights)
             stats("save")
             loss = sgd(images, labels, head_weights)
-            if bn_update_in_perturbed_pass:
-                stats("replay")
+            stats("replay")
             return loss
         loss, (head, tail) = head_and_tail(images, labels, head_weights, tail_weights)
         perturbed_tail, scale = perturbed(images, labels, tail_weights, tail)
