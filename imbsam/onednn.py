@@ -12,17 +12,15 @@ The library is loaded by path with RTLD_LOCAL: MindSpore's own copy has the same
 
 import ctypes
 import functools
-import hashlib
 import importlib.metadata
 import os
-import subprocess
 import sys
-import sysconfig
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from imbsam import native
 from imbsam.device import ONEDNN_ISA_ENV, USER_ENVIRONMENT
 
 DISTRIBUTION = "onednn-cpu-gomp"
@@ -249,24 +247,10 @@ _callback = _CALLBACK(_kernel)  # module-level: the C side keeps only the pointe
 
 @functools.cache
 def shim_path():
-    """onednn_shim.c compiled with the C compiler into the user's cache, once per version of its source."""
-    source = SHIM_SOURCE.read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imbsam"
-    target = cache / f"onednn_shim-{hashlib.sha256(source).hexdigest()[:16]}.so"
-    if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        compiler = sysconfig.get_config_var("CC") or "cc"
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            subprocess.run([*compiler.split()[:1], "-O2", "-shared", "-fPIC", "-o", str(partial), str(SHIM_SOURCE)],
-                           check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as error:
-            detail = getattr(error, "stderr", "") or error
-            raise OneDNNError(f"could not compile {SHIM_SOURCE.name} with {compiler.split()[0]!r} ({detail}): "
-                              "install a C compiler (apt-get install gcc)") from None
-        partial.replace(target)  # atomic: a concurrent build of the same source writes the same file
-    ctypes.CDLL(str(target)).imbsam_set_callback(_callback)
-    return str(target)
+    """onednn_shim.c built (imbsam.native), its entry points calling back into `_kernel`."""
+    path = native.build(SHIM_SOURCE.name)
+    ctypes.CDLL(path).imbsam_set_callback(_callback)
+    return path
 
 
 def available():
@@ -274,7 +258,7 @@ def available():
     try:
         _engine_and_stream()
         shim_path()
-    except (OneDNNError, OSError) as error:
+    except (OneDNNError, native.BuildError, OSError) as error:
         return False, str(error)
     return True, ""
 

@@ -117,18 +117,3 @@ def test_a_missing_distribution_names_the_install_command(monkeypatch):
     with pytest.raises(onednn.OneDNNError, match="pip install -r requirements.lock"):
         onednn.library_path()
 
-
-def test_without_a_c_compiler_the_shim_names_the_fix(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built yet
-    monkeypatch.setattr(onednn.sysconfig, "get_config_var", lambda name: "no-such-cc" if name == "CC" else None)
-    with pytest.raises(onednn.OneDNNError, match="install a C compiler"):
-        onednn.shim_path.__wrapped__()
-    assert not list(tmp_path.rglob("*.so"))
-
-
-def test_the_shim_is_built_once_per_source(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    built = onednn.shim_path.__wrapped__()
-    assert built.startswith(str(tmp_path / "imbsam" / "onednn_shim-"))
-    assert onednn.shim_path.__wrapped__() == built
-    assert len(list((tmp_path / "imbsam").iterdir())) == 1
