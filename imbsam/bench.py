@@ -495,7 +495,7 @@ def format_report(figures):
     lines = [
         (f"{config['arch']} ({config['parameters'] / 1e6:.2f} M parameters), batch {config['batch_size']}, "
         f"{config['target']} {' and '.join(config['modes'])} mode, {' and '.join(config['kernels'])} "
-        f"convolutions, {config['threads']} threads{isa}, MindSpore {config['mindspore']}"),
+        f"kernels, {config['threads']} threads{isa}, MindSpore {config['mindspore']}"),
         (f"{config['steps']} timed steps per row in {config['rounds']} interleaved rounds after {config['warmup']} "
         "warm-up steps; each row in its own process (first step and peak RSS are that process's); compile = first "
         "step - a timed step"),
@@ -516,7 +516,7 @@ def format_report(figures):
         f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
     picked = {v["resolved_kernels"] for v in config["variants"].values() if v["kernels"] == "auto"}
     lines.append(f"train.mode=auto trains in {resolve_mode('auto')} mode"
-                 + "".join(f"; train.kernels=auto picked {kernels} convolutions here" for kernels in picked))
+                 + "".join(f"; train.kernels=auto picked {kernels} kernels here" for kernels in picked))
     if "torch" in figures:
         torch = figures["torch"]
         ratios = figures["mindspore_over_torch_sgd"]

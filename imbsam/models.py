@@ -15,7 +15,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from imbsam import onednn
+from imbsam import batchnorm, onednn
 from imbsam.device import KERNELS
 from imbsam.errors import InputError
 
@@ -37,6 +37,37 @@ class Conv2d(nn.Conv2d):
         return self.onednn(x, self.weight)
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d, then with `relu` max(0, .), or with `residual` too max(0, . + the call's residual):
+    in training, one kernel of imbsam.batchnorm once `use_onednn_kernels` sets `fused`, with the same
+    parameters and running statistics."""
+
+    def __init__(self, num_features, relu=False, residual=False):
+        super().__init__(num_features)
+        self.relu, self.residual = relu or residual, residual
+        self.fused = None
+        self.eps_tensor = Tensor([self.eps], ms.float32)
+
+    def construct(self, x, residual=None):
+        if self.fused is None or not self.training:
+            out = super().construct(x)
+            if residual is not None:
+                out = out + residual
+            return ops.relu(out) if self.relu else out
+        if residual is None:
+            out, mean, variance, _ = self.fused(x, self.gamma, self.beta, self.eps_tensor)
+        else:
+            out, mean, variance, _ = self.fused(x, residual, self.gamma, self.beta, self.eps_tensor)
+        # As MindSpore's kernel: the running variance averages the unbiased batch variance, and
+        # self.momentum is the weight of the new batch.
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        mean, variance = ops.cast(mean, ms.float32), ops.cast(variance * (count / (count - 1)), ms.float32)
+        mean = ops.assign(self.moving_mean, self.moving_mean + self.momentum * (mean - self.moving_mean))
+        variance = ops.assign(self.moving_variance,
+                              self.moving_variance + self.momentum * (variance - self.moving_variance))
+        return ops.depend(ops.depend(out, mean), variance)
+
+
 def _conv3x3(in_channels, out_channels, stride=1):
     return Conv2d(in_channels, out_channels, 3, stride)
 
@@ -47,16 +78,14 @@ class BasicBlock(nn.Cell):
     def __init__(self, in_channels, out_channels, stride, shortcut):
         super().__init__()
         self.conv1 = _conv3x3(in_channels, out_channels, stride)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = BatchNorm2d(out_channels, relu=True)
         self.conv2 = _conv3x3(out_channels, out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU()
+        self.bn2 = BatchNorm2d(out_channels, residual=True)
         self.shortcut = shortcut
 
     def construct(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        out = self.bn1(self.conv1(x))
+        return self.bn2(self.conv2(out), self.shortcut(x))
 
 
 class ProjectionShortcut(nn.Cell):
@@ -65,7 +94,7 @@ class ProjectionShortcut(nn.Cell):
     def __init__(self, in_channels, out_channels, stride):
         super().__init__()
         self.conv = Conv2d(in_channels, out_channels, 1, stride)
-        self.bn = nn.BatchNorm2d(out_channels)
+        self.bn = BatchNorm2d(out_channels)
 
     def construct(self, x):
         return self.bn(self.conv(x))
@@ -98,8 +127,7 @@ class ResNet(nn.Cell):
     def __init__(self, stem_channels, stages, num_classes, shortcut_kind, pool):
         super().__init__()
         self.conv1 = _conv3x3(3, stem_channels)
-        self.bn1 = nn.BatchNorm2d(stem_channels)
-        self.relu = nn.ReLU()
+        self.bn1 = BatchNorm2d(stem_channels, relu=True)
         blocks = []
         in_channels = stem_channels
         for stage_index, (channels, depth) in enumerate(stages):
@@ -119,8 +147,7 @@ class ResNet(nn.Cell):
         self.fc = nn.Dense(in_channels, num_classes)
 
     def construct(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.layers(out)
+        out = self.layers(self.bn1(self.conv1(x)))
         return self.fc(self.flatten(self.pool(out)))
 
 
@@ -164,35 +191,40 @@ def _assign(parameter: Parameter, value):
 
 
 def resolve_kernels(kernels="auto"):
-    """"onednn" or "mindspore": which convolution kernels `kernels` ("auto", "onednn", "mindspore") means here.
+    """"onednn" or "mindspore": which kernels `kernels` ("auto", "onednn", "mindspore") means here.
+    "onednn" is imbsam's CPU set: imbsam.onednn's convolutions and imbsam.batchnorm's fused BatchNorm.
 
-    auto takes imbsam.onednn's on the CPU, where they made graph-mode steps 1.6-1.8x faster than MindSpore's
-    own (README, Performance), if they load here, and warns why if not; on GPU and Ascend MindSpore's own
+    auto takes them on the CPU, where they made graph-mode steps 1.9-2.0x faster than MindSpore's own
+    (README, Performance), if they load here, and warns why if not; on GPU and Ascend MindSpore's own
     kernels are the device's."""
     if kernels not in KERNELS:
         raise InputError(f"train.kernels={kernels!r} is not one of {', '.join(KERNELS)}")
     if kernels == "mindspore" or (kernels == "auto" and ms.get_context("device_target") != "CPU"):
         return "mindspore"
-    loads, reason = onednn.available()
+    (convolutions, reason), (batch_norm, why_not) = onednn.available(), batchnorm.available()
+    loads, reason = convolutions and batch_norm, reason or why_not
     if loads:
         return "onednn"
     if kernels == "onednn":
         raise InputError(f"train.kernels=onednn, but oneDNN does not load: {reason}; "
                          "or set train.kernels=auto")
-    warnings.warn(f"train.kernels=auto: MindSpore's own (slower) CPU convolutions, because {reason}", stacklevel=2)
+    warnings.warn(f"train.kernels=auto: MindSpore's own (slower) CPU kernels, because {reason}", stacklevel=2)
     return "mindspore"
 
 
 def use_onednn_kernels(network):
-    """Run every imbsam Conv2d of `network` on imbsam.onednn's kernels (CPU only)."""
+    """Run every imbsam Conv2d of `network` on imbsam.onednn's kernels and every BatchNorm2d, in training,
+    on imbsam.batchnorm's (CPU only)."""
     for _, cell in network.cells_and_names():
         if isinstance(cell, Conv2d):
             cell.onednn = onednn.conv2d_operator(cell.stride[0])
+        elif isinstance(cell, BatchNorm2d):
+            cell.fused = batchnorm.operator(cell.relu, cell.residual)
 
 
 def create_model(arch, num_classes=100, seed=0, kernels="auto"):
     """Build "resnet34" (the paper's) or "resnet32" (LDAM's, about 1/45 of the compute), its convolutions
-    on the kernels `resolve_kernels(kernels)` names; `network.kernels` says which."""
+    and BatchNorms on the kernels `resolve_kernels(kernels)` names; `network.kernels` says which."""
     builders = {"resnet34": _resnet34, "resnet32": _resnet32}
     if arch not in builders:
         raise InputError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")

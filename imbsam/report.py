@@ -306,7 +306,7 @@ def _device(info):
     if not info:
         return "n/a"
     threads = f", {info['threads']} threads" if info.get("threads") else ""
-    kernels = f", {info['kernels']} convolutions" if info.get("kernels") else ""
+    kernels = f", {info['kernels']} kernels" if info.get("kernels") else ""
     return f"{info.get('target', '?')} ({info.get('mode', '?')}{threads}{kernels})"
 
 

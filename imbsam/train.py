@@ -197,7 +197,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
           log=print, progress=True):
     """Train one run; return its metadata (also written to out_dir/train.json).
 
-    kernels: the convolutions' kernels (imbsam.models.create_model); the metadata's device says which ran.
+    kernels: the convolution and BatchNorm kernels (imbsam.models.create_model); the device metadata says which ran.
 
     split: imbsam.data.load_split(...) output. out_dir receives model/last.ckpt, model/best.ckpt
     and train.json; resume_dir/<config hash> holds the per-epoch checkpoint until the run ends.
@@ -239,7 +239,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
 
     log(f"training {config.method} seed {config.seed}: {config.arch}, {config.epochs} epochs x "
         f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
-        f"device {device.get('target', '?')} ({device.get('mode', '?')}, {network.kernels} convolutions)")
+        f"device {device.get('target', '?')} ({device.get('mode', '?')}, {network.kernels} kernels)")
     with _sigterm_as_interrupt():
         try:
             for epoch in range(state["epoch"] + 1, config.epochs + 1):

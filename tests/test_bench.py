@@ -45,7 +45,7 @@ def test_bench_sets_both_convolution_kernels_side_by_side(tmp_path, capsys):
     assert figures["config"]["kernels"] == ["onednn", "mindspore"]
     assert {"sgd [onednn]", "sgd [mindspore]", "forward [onednn]", "forward+backward [mindspore]"} <= set(
         figures["rows"])
-    assert "graph mode, onednn and mindspore convolutions" in capsys.readouterr().out
+    assert "graph mode, onednn and mindspore kernels" in capsys.readouterr().out
 
 
 def test_variant_labels_name_only_what_varies():

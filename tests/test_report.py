@@ -199,7 +199,7 @@ def test_report_stage_renders_tables_figures_and_metrics(tmp_path):
     assert ["ImbSAM", "68.0 ± 2.8", "53.0 ± 2.8", "28.0 ± 2.8", "49.7 ± 2.8", "2"] in rows
     assert ["ImbSAM", "75.9 (\u22122.9)", "53.5 (+4.5)", "19.4 (+13.6)", "51.1 (+3.6)"] in rows
     assert ["ImbSAM", "63.2 (+9.8)", "43.4 (+14.6)", "11.4 (+21.6)", "40.7 (+14.0)"] in rows
-    assert ["sgd-1", "CPU (pynative, 2 threads, onednn convolutions)", "10/10", "7", "10", "5", "1.6 min",
+    assert ["sgd-1", "CPU (pynative, 2 threads, onednn kernels)", "10/10", "7", "10", "5", "1.6 min",
             "123.4"] in rows
     assert ["`train.epochs`", "10", "200"] in rows
     assert md.index("## Results") < md.index("### Clean protocol") < md.index("## Against the published numbers")
