@@ -9,7 +9,7 @@ load from other jobs on a shared machine falls on every row alike, so ratios bet
 even when absolute figures do not. A timed loop ends by reading back its last result to the host,
 so asynchronously queued work is inside the time.
 
-Each mode in --modes (PyNative and graph by default) and each convolution kernel in --kernels (what
+Each mode in --modes (PyNative and graph by default) and each kernel set in --kernels (what
 `train.kernels: auto` picks by default; "onednn,mindspore" compares the two) gets its own rows and
 floors, side by side in the same rounds; the last lines say what training's auto settings pick.
 
@@ -405,7 +405,7 @@ def row_name(name, label):
 
 def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=METHODS,
         compare_torch=False, modes=MODES, kernels=("auto",)):
-    """Measure every row, for each execution mode in `modes` and convolution kernel in `kernels`; return the
+    """Measure every row, for each execution mode in `modes` and kernel set in `kernels`; return the
     figures as a JSON-ready dict."""
     _, tail = longtail_dataset()
     labels = label_batches(batch_size, warmup + steps)
@@ -578,7 +578,7 @@ def main(argv=None):
     parser.add_argument("--modes", type=_subset(MODES), default=MODES,
                         help="execution modes side by side, comma-separated (default pynative,graph)")
     parser.add_argument("--kernels", type=_subset(KERNELS), default=("auto",),
-                        help="convolution kernels side by side, comma-separated: auto (what training picks, the "
+                        help="kernel sets side by side, comma-separated: auto (what training picks, the "
                              "default), onednn, mindspore")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     args = parser.parse_args(argv)
