@@ -21,15 +21,17 @@ enum { RELU = 1, RESIDUAL = 2 };
 #define VECTOR_CLONES
 #endif
 
-/* x [, residual], gamma, beta, eps[1] -> y, batch mean, biased batch variance, 1 / sqrt(variance + eps);
-   the statistics in double, for the backward pass, whose cancellation would magnify their float32 rounding. */
+/* x [, residual], gamma, beta, running mean, running variance, (eps, momentum) -> y, batch mean,
+   1 / sqrt(batch variance + eps); the statistics in double, for the backward pass, whose cancellation would
+   magnify their float32 rounding. As MindSpore's own BatchNorm kernel, it moves the running mean and
+   variance in place, by `momentum` towards the batch mean and unbiased variance. */
 VECTOR_CLONES static int forward(int flags, void **params, int64_t **shapes, const char **dtypes) {
     if (strcmp(dtypes[0], "float32") != 0) return 1;
     const int r = (flags & RESIDUAL) != 0;
     const float *x = params[0], *residual = r ? params[1] : NULL;
-    const float *gamma = params[1 + r], *beta = params[2 + r], *eps = params[3 + r];
-    float *y = params[4 + r];
-    double *mean_out = params[5 + r], *var_out = params[6 + r], *invstd_out = params[7 + r];
+    const float *gamma = params[1 + r], *beta = params[2 + r], *settings = params[5 + r];
+    float *running_mean = params[3 + r], *running_var = params[4 + r], *y = params[6 + r];
+    double *mean_out = params[7 + r], *invstd_out = params[8 + r];
     const int64_t n = shapes[0][0], c = shapes[0][1], hw = shapes[0][2] * shapes[0][3];
     const double count = (double)(n * hw);
 #pragma omp parallel for schedule(static)
@@ -48,8 +50,10 @@ VECTOR_CLONES static int forward(int flags, void **params, int64_t **shapes, con
             }
         }
         const double mean = shift + sum / count, var = fmax(squares / count - (sum / count) * (sum / count), 0.0);
-        const double invstd = 1.0 / sqrt(var + eps[0]);
-        mean_out[k] = mean, var_out[k] = var, invstd_out[k] = invstd;
+        const double invstd = 1.0 / sqrt(var + settings[0]), momentum = settings[1];
+        mean_out[k] = mean, invstd_out[k] = invstd;
+        running_mean[k] = (float)(running_mean[k] + momentum * (mean - running_mean[k]));
+        running_var[k] = (float)(running_var[k] + momentum * (var * count / fmax(count - 1.0, 1.0) - running_var[k]));
         const float scale = (float)(gamma[k] * invstd), offset = (float)(beta[k] - mean * gamma[k] * invstd);
         for (int64_t i = 0; i < n; i++) {
             const int64_t at = (i * c + k) * hw;

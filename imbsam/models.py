@@ -46,7 +46,8 @@ class BatchNorm2d(nn.BatchNorm2d):
         super().__init__(num_features)
         self.relu, self.residual = relu or residual, residual
         self.fused = None
-        self.eps_tensor = Tensor([self.eps], ms.float32)
+        # self.momentum is MindSpore's: the weight of the new batch
+        self.settings = Tensor([self.eps, self.momentum], ms.float32)
 
     def construct(self, x, residual=None):
         if self.fused is None or not self.training:
@@ -54,18 +55,10 @@ class BatchNorm2d(nn.BatchNorm2d):
             if residual is not None:
                 out = out + residual
             return ops.relu(out) if self.relu else out
+        stats = (self.moving_mean, self.moving_variance, self.settings)
         if residual is None:
-            out, mean, variance, _ = self.fused(x, self.gamma, self.beta, self.eps_tensor)
-        else:
-            out, mean, variance, _ = self.fused(x, residual, self.gamma, self.beta, self.eps_tensor)
-        # As MindSpore's kernel: the running variance averages the unbiased batch variance, and
-        # self.momentum is the weight of the new batch.
-        count = x.shape[0] * x.shape[2] * x.shape[3]
-        mean, variance = ops.cast(mean, ms.float32), ops.cast(variance * (count / (count - 1)), ms.float32)
-        mean = ops.assign(self.moving_mean, self.moving_mean + self.momentum * (mean - self.moving_mean))
-        variance = ops.assign(self.moving_variance,
-                              self.moving_variance + self.momentum * (variance - self.moving_variance))
-        return ops.depend(ops.depend(out, mean), variance)
+            return self.fused(x, self.gamma, self.beta, *stats)[0]
+        return self.fused(x, residual, self.gamma, self.beta, *stats)[0]
 
 
 def _conv3x3(in_channels, out_channels, stride=1):
