@@ -187,7 +187,7 @@ def resolve_kernels(kernels="auto"):
     """"onednn" or "mindspore": which kernels `kernels` ("auto", "onednn", "mindspore") means here.
     "onednn" is imbsam's CPU set: imbsam.onednn's convolutions and imbsam.batchnorm's fused BatchNorm.
 
-    auto takes them on the CPU, where they made graph-mode steps 1.8-2.1x faster than MindSpore's own
+    auto takes them on the CPU, where they made graph-mode steps 1.8-2.2x faster than MindSpore's own
     (README, Performance), if they load here, and warns why if not; on GPU and Ascend MindSpore's own
     kernels are the device's."""
     if kernels not in KERNELS:
