@@ -23,7 +23,7 @@ def _relative(ours, theirs):
 
 
 class _Gradients(nn.Cell):
-    """Output, the gradients of sum(bn(x[, residual]) * cotangent) and the running statistics after the call."""
+    """The output, and the gradients of sum(bn(x[, residual]) * cotangent) for the inputs, gamma and beta."""
 
     def __init__(self, bn, cotangent):
         super().__init__()
