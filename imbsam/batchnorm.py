@@ -25,10 +25,6 @@ def available():
     return True, ""
 
 
-def _same_dtype(x, *_):
-    return x, x, x, x
-
-
 def _statistics_in_double(x, *_):
     from mindspore import float64
 
@@ -52,7 +48,7 @@ def operator(relu, residual):
         channels = rest[1 + relu]  # gamma's shape, after dy [and y]
         return (x, channels, channels, x) if residual else (x, channels, channels)
 
-    grad = ops.Custom(f"{entry}Grad", grad_shape, lambda x, *_: _same_dtype(x)[:3 + r], "aot")
+    grad = ops.Custom(f"{entry}Grad", grad_shape, lambda x, *_: (x,) * (3 + r), "aot")
 
     # The ReLU's mask is read off the output; the statistics have no gradient.
     if residual:
