@@ -55,8 +55,8 @@ FROM ${UV_IMAGE} AS uv
 # ---------------------------------------------------------------- cpu
 FROM ${BASE_IMAGE:-python:3.11-slim-bookworm} AS cpu
 COPY --chmod=0755 docker/install-os.sh docker/install-python.sh /usr/local/lib/imbsam/
-# gcc builds imbsam's C kernels (imbsam/onednn_shim.c, imbsam/batchnorm.c) on first use: the CPU's fast
-# convolutions and fused BatchNorm.
+# gcc builds imbsam's C kernels (imbsam/kernels/onednn_shim.c, imbsam/kernels/batchnorm.c) on first use:
+# the CPU's fast convolutions and fused BatchNorm.
 RUN /usr/local/lib/imbsam/install-os.sh gcc libc6-dev
 COPY requirements.lock /usr/local/lib/imbsam/
 ARG PIP_CERT=""

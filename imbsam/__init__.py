@@ -3,7 +3,7 @@
 The library knows nothing of DVC or params.yaml; stages/ wires it to the pipeline.
 """
 
-from imbsam.device import prepare_environment
+from imbsam.kernels.environment import prepare_environment
 
 __version__ = "0.1.0"
 

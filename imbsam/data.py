@@ -1,6 +1,8 @@
-"""CIFAR-100-LT data: archive download and checks, safe extraction, pickle reading, the long-tail split.
+"""Long-tailed data from a dataset archive: download and checks, safe extraction, the long-tail rule,
+class groups, and the split files the training reads.
 
-Knows nothing of DVC or params.yaml. InputError messages name the params.yaml key a user would
+What an archive holds and how it is read is its dataset's (imbsam.datasets); nothing here depends on
+it. Knows nothing of DVC or params.yaml. InputError messages name the params.yaml key a user would
 change because that is where the bad value comes from in this project.
 """
 
@@ -9,7 +11,6 @@ import hashlib
 import http.client
 import json
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -25,24 +26,14 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
-from imbsam.errors import InputError
+from imbsam import datasets
+from imbsam.errors import InputError, one_line
 
-CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-ARCHIVE_ROOT = "cifar-100-python"
-TRAIN_MEMBER = f"{ARCHIVE_ROOT}/train"
-TEST_MEMBER = f"{ARCHIVE_ROOT}/test"
-META_MEMBER = f"{ARCHIVE_ROOT}/meta"
-
-NUM_CLASSES = 100
-IMAGE_SHAPE = (3, 32, 32)
-IMAGE_BYTES = 3 * 32 * 32
 PROFILES = ("exp", "step")
-SYNTHETIC_MARK = "synthetic"
 SPLIT_FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy")
 SUMMARY_FILE = "summary.json"
 
-_OFFLINE_HINT = "offline: download cifar-100-python.tar.gz elsewhere and set data.url to its local path or file:// URL"
+_OFFLINE_HINT = "offline: download the archive elsewhere and set data.url to its local path or file:// URL"
 _CHUNK = 1 << 20
 
 
@@ -94,7 +85,7 @@ class _TransientError(Exception):
     """A failed attempt worth retrying (connection reset, short read, timeout, 5xx)."""
 
 
-def fetch(source, dest, md5, timeout=60, retries=5, backoff=1.0, progress=True):
+def fetch(source, dest, md5, timeout=60, retries=5, backoff=1.0, progress=True, dataset="cifar100"):
     """Put the file at source into dest, checked against md5; return dest as a Path.
 
     source: an http(s) URL, a file:// URL or a local path. dest is only ever replaced by a file
@@ -102,7 +93,9 @@ def fetch(source, dest, md5, timeout=60, retries=5, backoff=1.0, progress=True):
     download streams into dest + ".part"; after a failure the .part stays and the next attempt (or
     the next call) resumes it with a Range request. retries: extra attempts after the first, waiting
     backoff, 2 * backoff, 4 * backoff, ... seconds before them. timeout: seconds per connect or read.
+    dataset (imbsam.datasets) names the genuine archive in messages.
     """
+    genuine = datasets.get(dataset)
     dest = Path(dest)
     expected = str(md5).lower()
     if not re.fullmatch(r"[0-9a-f]{32}", expected):
@@ -118,8 +111,8 @@ def fetch(source, dest, md5, timeout=60, retries=5, backoff=1.0, progress=True):
         local = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(source)
         if not local.is_file():
             raise InputError(
-                f"data.url={source!r}: {local} not found; point data.url at a copy of cifar-100-python.tar.gz "
-                f"or at {CIFAR100_URL}"
+                f"data.url={source!r}: {local} not found; point data.url at a copy of {genuine.ARCHIVE} "
+                f"or at {genuine.URL}"
             )
         _copy_with_progress(local, part, progress)
     actual = md5sum(part)
@@ -127,7 +120,7 @@ def fetch(source, dest, md5, timeout=60, retries=5, backoff=1.0, progress=True):
         part.unlink()
         raise InputError(
             f"md5 mismatch for {source}: expected {expected}, got {actual}; point data.url at a good copy "
-            f"(the genuine archive's md5 is {CIFAR100_MD5}), or set data.md5={actual} if you knowingly use "
+            f"(the genuine archive's md5 is {genuine.MD5}), or set data.md5={actual} if you knowingly use "
             "another archive"
         )
     os.replace(part, dest)
@@ -198,7 +191,7 @@ def _http_attempt(url, part, timeout, progress):
             raise _TransientError(f"HTTP {e.code} {e.reason}") from e
         raise InputError(f"data.url={url!r}: HTTP {e.code} {e.reason}; check the URL. {_OFFLINE_HINT}") from e
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-        raise _TransientError(_one_line(e)) from e
+        raise _TransientError(one_line(e)) from e
 
 
 def _content_range(header):
@@ -220,11 +213,6 @@ def _stream(response, part, mode, offset, total, progress):
     # http.client returns b"" instead of raising when the server closes early, so count.
     if total is not None and written < total:
         raise _TransientError(f"connection closed after {written} of {total} bytes")
-
-
-def _one_line(error):
-    reason = getattr(error, "reason", None) or error
-    return " ".join(str(reason).split()) or type(error).__name__
 
 
 def _strict_data_filter(member, dest_path):
@@ -251,95 +239,7 @@ def safe_extract(archive, dest_dir):
     except tarfile.FilterError as e:
         raise InputError(f"{archive}: refusing member {e.tarinfo.name!r} ({e}); {redownload}") from e
     except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise InputError(f"{archive}: truncated or corrupt archive ({_one_line(e)}); {redownload}") from e
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Allows only what a CIFAR-100 pickle contains: a pickle can otherwise run any code on load."""
-
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("_codecs", "encode"),
-        }
-    )
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-100 pickle never does")
-        return super().find_class(module, name)
-
-
-def _load_pickle(path):
-    if not path.is_file():
-        raise InputError(
-            f"{path} not found: the archive must hold {TRAIN_MEMBER}, {TEST_MEMBER} and {META_MEMBER}; "
-            "re-download it (dvc repro download)"
-        )
-    try:
-        with open(path, "rb") as f:
-            obj = _CifarUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise InputError(f"{path}: not a readable CIFAR-100 pickle ({_one_line(e)}); re-download the archive") from e
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: holds a {type(obj).__name__}, not a dict; re-download the archive")
-    return {_text(k): v for k, v in obj.items()}
-
-
-def _text(value):
-    return value.decode("latin1") if isinstance(value, bytes) else value
-
-
-def _read_batch(path):
-    batch = _load_pickle(path)
-    missing = [key for key in ("data", "fine_labels") if key not in batch]
-    if missing:
-        raise InputError(f"{path}: missing key(s) {', '.join(missing)}; re-download the archive")
-    data = batch["data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
-        shape = getattr(data, "shape", None)
-        dtype = getattr(data, "dtype", type(data).__name__)
-        raise InputError(
-            f"{path}: data is {dtype} with shape {shape}, expected uint8 N x {IMAGE_BYTES}; re-download the archive"
-        )
-    try:
-        labels = np.asarray(batch["fine_labels"], dtype=np.int64)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InputError(f"{path}: fine_labels are not integers; re-download the archive") from e
-    if labels.shape != (len(data),):
-        raise InputError(f"{path}: {labels.size} fine_labels for {len(data)} images; re-download the archive")
-    bad = labels[(labels < 0) | (labels >= NUM_CLASSES)]
-    if bad.size:
-        raise InputError(f"{path}: fine label {bad[0]} outside 0..{NUM_CLASSES - 1}; re-download the archive")
-    synthetic = str(_text(batch.get("batch_label", ""))).startswith(SYNTHETIC_MARK)
-    return data.reshape(-1, *IMAGE_SHAPE), labels, synthetic
-
-
-def read_cifar100(folder):
-    """Read the archive extracted into folder (which holds cifar-100-python/), validating every part.
-
-    Returns train_images / test_images (N, 3, 32, 32) uint8, train_labels / test_labels int64,
-    class_names (100 str) and synthetic (True for an imbsam.synthetic archive).
-    """
-    folder = Path(folder)
-    train_images, train_labels, train_synthetic = _read_batch(folder / TRAIN_MEMBER)
-    test_images, test_labels, test_synthetic = _read_batch(folder / TEST_MEMBER)
-    meta_path = folder / META_MEMBER
-    names = _load_pickle(meta_path).get("fine_label_names")
-    if not isinstance(names, list) or len(names) != NUM_CLASSES:
-        found = len(names) if isinstance(names, list) else "no"
-        raise InputError(f"{meta_path}: {found} fine_label_names, expected {NUM_CLASSES}; re-download the archive")
-    return {
-        "train_images": train_images,
-        "train_labels": train_labels,
-        "test_images": test_images,
-        "test_labels": test_labels,
-        "class_names": [str(_text(name)) for name in names],
-        "synthetic": train_synthetic or test_synthetic,
-    }
+        raise InputError(f"{archive}: truncated or corrupt archive ({one_line(e)}); {redownload}") from e
 
 
 def longtail_indices(labels, counts, shuffle_seed=None):
@@ -432,12 +332,12 @@ def _swap_into_place(new, target):
 
 
 def build_split(archive, out_dir, *, imb_factor, profile="exp", shuffle_seed=None, many_threshold=100,
-                few_threshold=20):
-    """Extract and validate a CIFAR-100 python archive, then write its long-tailed split to out_dir."""
+                few_threshold=20, dataset="cifar100"):
+    """Extract and validate a dataset archive (imbsam.datasets), then write its long-tailed split to out_dir."""
     # Extracted outside out_dir, so nothing but the finished split ever lands in the DVC output.
-    with tempfile.TemporaryDirectory(prefix="imbsam-cifar-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="imbsam-archive-") as tmp:
         safe_extract(archive, tmp)
-        data = read_cifar100(tmp)
+        data = datasets.get(dataset).read(tmp)
     num_classes = len(data["class_names"])
     # The LDAM-DRW rule's maximum is the balanced per-class count: 500 for CIFAR-100.
     counts = longtail_counts(num_classes, len(data["train_labels"]) // num_classes, imb_factor, profile)

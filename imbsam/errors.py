@@ -6,3 +6,9 @@ class InputError(Exception):
 
     Stages print it without a traceback and exit non-zero, before any expensive work.
     """
+
+
+def one_line(error):
+    """An exception's message (or an URLError's reason) on one line, for an InputError."""
+    reason = getattr(error, "reason", None) or error
+    return " ".join(str(reason).split()) or type(error).__name__

@@ -1,12 +1,7 @@
-"""The two networks: the paper's ResNet-34 and LDAM's cheaper CIFAR ResNet-32.
+"""The networks of imbsam.architectures in MindSpore, by name: the paper's ResNet-34 and LDAM's ResNet-32.
 
-Weights are drawn from a NumPy generator seeded by `seed`, so a seed gives the same
-initial network on CPU, GPU and Ascend. The distributions follow the authors' code:
-- resnet34 (the weight-balancing repository's torchvision-style CIFAR variant): Kaiming
-  normal (fan_out, ReLU) convolutions, BatchNorm scale 1 / shift 0, PyTorch's default
-  uniform(+-1/sqrt(fan_in)) for the linear layer;
-- resnet32 (LDAM-DRW's): Kaiming normal (fan_in) convolutions and linear weight,
-  PyTorch's default uniform bias.
+Weights are drawn from a NumPy generator seeded by `seed`, so a seed gives the same initial network on
+CPU, GPU and Ascend; the distribution of each layer kind is the architecture's (imbsam.architectures).
 """
 
 import warnings
@@ -15,16 +10,14 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from imbsam import batchnorm, onednn
-from imbsam.device import KERNELS
+from imbsam.architectures import ARCHITECTURES, ARCHS, KAIMING_NORMAL_FAN_IN, PYTORCH_DEFAULT, blocks
 from imbsam.errors import InputError
-
-ARCHS = ("resnet34", "resnet32")
+from imbsam.kernels import KERNELS, batchnorm, onednn
 
 
 class Conv2d(nn.Conv2d):
     """A bias-free nn.Conv2d padded by kernel_size // 2, whose kernels `use_onednn_kernels` can swap
-    for imbsam.onednn's: the same parameter, the same result to float32 rounding."""
+    for imbsam.kernels.onednn's: the same parameter, the same result to float32 rounding."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad",
@@ -39,7 +32,7 @@ class Conv2d(nn.Conv2d):
 
 class BatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d, then with `relu` max(0, .), or with `residual` too max(0, . + the call's residual):
-    in training, one kernel of imbsam.batchnorm once `use_onednn_kernels` sets `fused`, with the same
+    in training, one kernel of imbsam.kernels.batchnorm once `use_onednn_kernels` sets `fused`, with the same
     parameters and running statistics."""
 
     def __init__(self, num_features, relu=False, residual=False):
@@ -116,63 +109,54 @@ class Identity(nn.Cell):
         return x
 
 
+class GlobalAvgPool(nn.Cell):
+    def construct(self, x):
+        return x.mean(axis=(2, 3), keep_dims=True)
+
+
 class ResNet(nn.Cell):
-    def __init__(self, stem_channels, stages, num_classes, shortcut_kind, pool):
+    def __init__(self, architecture, num_classes):
         super().__init__()
-        self.conv1 = _conv3x3(3, stem_channels)
-        self.bn1 = BatchNorm2d(stem_channels, relu=True)
-        blocks = []
-        in_channels = stem_channels
-        for stage_index, (channels, depth) in enumerate(stages):
-            for block_index in range(depth):
-                stride = 2 if stage_index > 0 and block_index == 0 else 1
-                if stride == 1 and in_channels == channels:
-                    shortcut = Identity()
-                elif shortcut_kind == "projection":
-                    shortcut = ProjectionShortcut(in_channels, channels, stride)
-                else:
-                    shortcut = PadShortcut(in_channels, channels)
-                blocks.append(BasicBlock(in_channels, channels, stride, shortcut))
-                in_channels = channels
-        self.layers = nn.SequentialCell(blocks)
-        self.pool = pool
+        self.conv1 = _conv3x3(3, architecture.stem_channels)
+        self.bn1 = BatchNorm2d(architecture.stem_channels, relu=True)
+        layers = []
+        for in_channels, channels, stride in blocks(architecture):
+            if stride == 1 and in_channels == channels:
+                shortcut = Identity()
+            elif architecture.shortcut == "projection":
+                shortcut = ProjectionShortcut(in_channels, channels, stride)
+            else:
+                shortcut = PadShortcut(in_channels, channels)
+            layers.append(BasicBlock(in_channels, channels, stride, shortcut))
+        self.layers = nn.SequentialCell(layers)
+        # Input 32x32 and three stride-2 stages leave 4x4 maps, which the authors' 4x4 average pool covers.
+        self.pool = GlobalAvgPool()
         self.flatten = nn.Flatten()
-        self.fc = nn.Dense(in_channels, num_classes)
+        self.fc = nn.Dense(architecture.stages[-1][0], num_classes)
 
     def construct(self, x):
         out = self.layers(self.bn1(self.conv1(x)))
         return self.fc(self.flatten(self.pool(out)))
 
 
-def _resnet34(num_classes):
-    # Input 32x32 and three stride-2 stages leave 4x4 maps: the 4x4 average pool is global.
-    return ResNet(64, [(64, 3), (128, 4), (256, 6), (512, 3)], num_classes, "projection",
-                  nn.AvgPool2d(kernel_size=4, stride=4))
+def _draw(rng, rule, shape):
+    """Weights of `shape` (out, in[, kh, kw]) by an imbsam.architectures rule."""
+    fan_in = int(np.prod(shape[1:]))
+    if rule == PYTORCH_DEFAULT:
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape)
+    fan = fan_in if rule == KAIMING_NORMAL_FAN_IN else shape[0] * int(np.prod(shape[2:]))
+    return rng.normal(0.0, np.sqrt(2.0 / fan), shape)
 
 
-class GlobalAvgPool(nn.Cell):
-    def construct(self, x):
-        return x.mean(axis=(2, 3), keep_dims=True)
-
-
-def _resnet32(num_classes):
-    return ResNet(16, [(16, 5), (32, 5), (64, 5)], num_classes, "pad", GlobalAvgPool())
-
-
-def _initialise(network, arch, rng):
+def _initialise(network, architecture, rng):
     for _, cell in network.cells_and_names():
         if isinstance(cell, nn.Conv2d):
-            out_c, in_c, kh, kw = cell.weight.shape
-            fan = out_c * kh * kw if arch == "resnet34" else in_c * kh * kw
-            _assign(cell.weight, rng.normal(0.0, np.sqrt(2.0 / fan), cell.weight.shape))
+            rule = architecture.stem_init if cell is network.conv1 else architecture.conv_init
+            _assign(cell.weight, _draw(rng, rule, cell.weight.shape))
         elif isinstance(cell, nn.Dense):
-            fan_in = cell.weight.shape[1]
-            bound = 1.0 / np.sqrt(fan_in)
-            if arch == "resnet34":
-                weight = rng.uniform(-bound, bound, cell.weight.shape)
-            else:
-                weight = rng.normal(0.0, np.sqrt(2.0 / fan_in), cell.weight.shape)
-            _assign(cell.weight, weight)
+            _assign(cell.weight, _draw(rng, architecture.linear_weight_init, cell.weight.shape))
+            bound = 1.0 / np.sqrt(cell.weight.shape[1])
             _assign(cell.bias, rng.uniform(-bound, bound, cell.bias.shape))
         elif isinstance(cell, nn.BatchNorm2d):
             _assign(cell.gamma, np.ones(cell.gamma.shape))
@@ -185,10 +169,11 @@ def _assign(parameter: Parameter, value):
 
 def resolve_kernels(kernels="auto"):
     """"onednn" or "mindspore": which kernels `kernels` ("auto", "onednn", "mindspore") means here.
-    "onednn" is imbsam's CPU set: imbsam.onednn's convolutions and imbsam.batchnorm's fused BatchNorm.
+    "onednn" is imbsam's CPU set: imbsam.kernels.onednn's convolutions and imbsam.kernels.batchnorm's
+    fused BatchNorm.
 
     auto takes them on the CPU, where they made graph-mode steps 1.8-2.2x faster than MindSpore's own
-    (README, Performance), if they load here, and warns why if not; on GPU and Ascend MindSpore's own
+    (docs/performance.md), if they load here, and warns why if not; on GPU and Ascend MindSpore's own
     kernels are the device's."""
     if kernels not in KERNELS:
         raise InputError(f"train.kernels={kernels!r} is not one of {', '.join(KERNELS)}")
@@ -206,8 +191,8 @@ def resolve_kernels(kernels="auto"):
 
 
 def use_onednn_kernels(network):
-    """Run every imbsam Conv2d of `network` on imbsam.onednn's kernels and every BatchNorm2d, in training,
-    on imbsam.batchnorm's (CPU only)."""
+    """Run every imbsam Conv2d of `network` on imbsam.kernels.onednn's kernels and every BatchNorm2d, in training,
+    on imbsam.kernels.batchnorm's (CPU only)."""
     for _, cell in network.cells_and_names():
         if isinstance(cell, Conv2d):
             cell.onednn = onednn.conv2d_operator(cell.stride[0])
@@ -217,13 +202,13 @@ def use_onednn_kernels(network):
 
 def create_model(arch, num_classes=100, seed=0, kernels="auto"):
     """Build "resnet34" (the paper's) or "resnet32" (LDAM's, about 1/45 of the compute), its convolutions
-    and BatchNorms on the kernels `resolve_kernels(kernels)` names; `network.kernels` says which."""
-    builders = {"resnet34": _resnet34, "resnet32": _resnet32}
-    if arch not in builders:
+    and BatchNorms on the kernels `resolve_kernels(kernels)` names; `network.kernels` says
+    which."""
+    if arch not in ARCHITECTURES:
         raise InputError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
     resolved = resolve_kernels(kernels)
-    network = builders[arch](num_classes)
-    _initialise(network, arch, np.random.default_rng(seed))
+    network = ResNet(ARCHITECTURES[arch], num_classes)
+    _initialise(network, ARCHITECTURES[arch], np.random.default_rng(seed))
     if resolved == "onednn":
         use_onednn_kernels(network)
     network.kernels = resolved

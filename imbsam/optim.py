@@ -1,4 +1,4 @@
-"""SGD, SAM and ImbSAM train steps with the update of the authors' PyTorch code.
+"""The train steps of the methods table (imbsam.methods), each the update of its authors' code.
 
 ImbSAM (one step on a batch of B samples, tail classes T, per-sample loss l_i):
     L_h = sum_{i not in T} l_i / B            L_t = tail_loss_scale * sum_{i in T} l_i / B
@@ -17,15 +17,16 @@ forward, so g_t takes a second forward whose running-statistics update is undone
 tested against an independent reference.
 """
 
+import inspect
 import warnings
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from imbsam.device import STEP_MODES
 from imbsam.errors import InputError
-
-METHODS = ("sgd", "sam", "imbsam")
+from imbsam.methods import METHODS
 
 
 def make_optimizer(network, learning_rate, momentum=0.9, weight_decay=0.0, decay_bn=True):
@@ -48,7 +49,7 @@ def make_optimizer(network, learning_rate, momentum=0.9, weight_decay=0.0, decay
     return nn.SGD(groups, learning_rate=learning_rate, momentum=momentum)
 
 
-class _Gradients(nn.Cell):
+class WeightedGradients(nn.Cell):
     """The mean loss at the current weights and the gradients of weighted sums of the per-sample losses.
 
     One forward pass, then one backward pass per weight vector given (graph mode). Compiled once per
@@ -164,84 +165,141 @@ class _RunningStats(nn.Cell):
         return True
 
 
-STEP_MODES = ("graph", "pynative")
+class StepParts:
+    """The compiled pieces every step is made of, shared by the methods' step functions below.
+
+    mode: "graph" runs each piece compiled, "pynative" op by op.
+    """
+
+    def __init__(self, network, loss_fn, optimizer, mode):
+        weights = optimizer.parameters
+        self.mode = mode
+        self._gradients, self._perturb = WeightedGradients(network, loss_fn, weights), _Perturb(weights)
+        self._update = _Update(optimizer)
+        self.stats = _RunningStats(network)
+
+    def gradients(self, images, labels, *sample_weights):
+        """(mean loss at w, (gradient of sum_i weights_i l_i for each weights given)); in graph mode two
+        weight vectors share one forward pass."""
+        if self.mode == "graph" or len(sample_weights) == 1:
+            return self._gradients(images, labels, ms.mutable(sample_weights))
+        # Op by op, a backward pass consumes its forward: run a second one and undo its running-statistics
+        # update, as if both gradients came from one forward.
+        loss, (first,) = self._gradients(images, labels, ms.mutable(sample_weights[:1]))
+        self.stats("save")
+        _, (second,) = self._gradients(images, labels, ms.mutable(sample_weights[1:]))
+        self.stats("restore")
+        return loss, (first, second)
+
+    def perturbed_gradients(self, images, labels, sample_weights, grads_at_w, rho, move_stats=True):
+        """w <- w + eps, eps = rho * g / (||g|| + 1e-16) for g = grads_at_w; return the gradient of the
+        weighted loss at w + eps and the scale that undoes eps in `update`. move_stats=False keeps the
+        BatchNorm running statistics from moving in that forward pass."""
+        scale = self._perturb(ms.mutable(grads_at_w), rho)
+        if not move_stats:
+            self.stats("save")
+        _, (grads,) = self._gradients(images, labels, ms.mutable((sample_weights,)))
+        if not move_stats:
+            self.stats("restore")
+        return grads, scale
+
+    def update(self, grads, more_grads=(), perturbed_by=(), scale=None):
+        """Undo w + scale * perturbed_by (if given), then one base-optimizer step on grads (+ more_grads)."""
+        # Tuples of tensors enter a graph as ms.mutable: as plain tuples, each new one recompiles it.
+        self._update(*(ms.mutable(t) if t else t for t in (grads, more_grads, perturbed_by)),
+                     _ONE if scale is None else scale)
+
+    @staticmethod
+    def uniform(labels):
+        """Sample weights 1/B: the gradient of the mean loss."""
+        return Tensor(np.full(labels.shape[0], 1.0 / labels.shape[0], dtype=np.float32))
 
 
-def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=(), tail_loss_scale=2.0,
-                    bn_update_in_perturbed_pass=True, mode="graph"):
+_ONE = Tensor(1.0, ms.float32)
+
+
+def _rho(rho):
+    if not rho >= 0:
+        raise InputError(f"rho={rho!r} must be >= 0")
+    return Tensor(rho, ms.float32)
+
+
+def sgd(parts):
+    def step(images, labels):
+        loss, (grads,) = parts.gradients(images, labels, parts.uniform(labels))
+        parts.update(grads)
+        return loss
+
+    return step
+
+
+def sam(parts, rho=0.05, bn_update_in_perturbed_pass=True):
+    """SAM (Foret et al.), as the ImbSAM authors' code runs it: the gradient of the mean loss at w + eps."""
+    rho = _rho(rho)
+
+    def step(images, labels):
+        weights = parts.uniform(labels)
+        loss, (grads,) = parts.gradients(images, labels, weights)
+        perturbed, scale = parts.perturbed_gradients(images, labels, weights, grads, rho, bn_update_in_perturbed_pass)
+        parts.update(perturbed, perturbed_by=grads, scale=scale)
+        return loss
+
+    return step
+
+
+def imbsam(parts, rho=0.05, tail_classes=(), tail_loss_scale=2.0, bn_update_in_perturbed_pass=True):
+    """ImbSAM: SAM's perturbation for the tail classes' loss only, plain gradients for the head's."""
+    rho = _rho(rho)
+    tail_classes = np.asarray(sorted(tail_classes), dtype=np.int64)
+    if not len(tail_classes):
+        warnings.warn("ImbSAM with no tail classes (raise imbsam.eta): every step equals SGD", stacklevel=3)
+
+    def step(images, labels):
+        # Which samples are tail is a host-side decision on labels the host just produced.
+        labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        is_tail = np.isin(labels_np, tail_classes)
+        head = Tensor(np.where(is_tail, 0.0, 1.0 / len(labels_np)).astype(np.float32))
+        if not is_tail.any():
+            # eps = 0 and g_t' = 0, so the update is SGD on L_h. The authors' code still runs a forward at
+            # w + 0, moving the running statistics a second time with this batch: replayed, not run.
+            if bn_update_in_perturbed_pass:
+                parts.stats("save")
+            loss, (head_grads,) = parts.gradients(images, labels, head)
+            parts.update(head_grads)
+            if bn_update_in_perturbed_pass:
+                parts.stats("replay")
+            return loss
+        tail = Tensor(np.where(is_tail, tail_loss_scale / len(labels_np), 0.0).astype(np.float32))
+        loss, (head_grads, tail_grads) = parts.gradients(images, labels, head, tail)
+        perturbed_tail, scale = parts.perturbed_gradients(images, labels, tail, tail_grads, rho,
+                                                          bn_update_in_perturbed_pass)
+        parts.update(perturbed_tail, head_grads, perturbed_by=tail_grads, scale=scale)
+        return loss
+
+    return step
+
+
+def make_train_step(network, loss_fn, optimizer, method, mode="graph", **options):
     """Return step(images, labels) -> loss (mean loss at w, before the update); one call = one update.
 
-    loss_fn: per-sample loss (reduction="none"). bn_update_in_perturbed_pass=False keeps the
-    BatchNorm running statistics from moving in the forward pass at w + eps (the paper: they move).
-    mode: "graph" runs each piece of the step compiled, "pynative" op by op, whatever the context's mode.
+    loss_fn: per-sample loss (reduction="none"). method: a name of imbsam.methods.METHODS; options: that
+    method's step options (sam: rho; imbsam: rho, tail_classes, tail_loss_scale; both:
+    bn_update_in_perturbed_pass=False keeps the BatchNorm running statistics from moving in the forward
+    pass at w + eps, where the paper's code moves them). mode: "graph" runs each piece of the step
+    compiled, "pynative" op by op, whatever the context's mode.
     """
     if method not in METHODS:
         raise InputError(f"unknown optimizer method {method!r}: choose one of {', '.join(METHODS)}")
-    if not rho >= 0:
-        raise InputError(f"rho={rho!r} must be >= 0")
     if mode not in STEP_MODES:
         raise InputError(f"train step mode={mode!r} is not one of {', '.join(STEP_MODES)}")
-    tail_classes = np.asarray(sorted(tail_classes), dtype=np.int64)
-    if method == "imbsam" and not len(tail_classes):
-        warnings.warn("ImbSAM with no tail classes (raise imbsam.eta): every step equals SGD", stacklevel=2)
-
-    weights = optimizer.parameters
-    gradients, perturb, update = _Gradients(network, loss_fn, weights), _Perturb(weights), _Update(optimizer)
-    stats = _RunningStats(network)
-    rho = Tensor(rho, ms.float32)
+    build = METHODS[method].step_function()
+    accepted = list(inspect.signature(build).parameters)[1:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InputError(f"{method} takes no option {', '.join(unknown)}: its options are "
+                         f"{', '.join(accepted) or 'none'}")
+    inner = build(StepParts(network, loss_fn, optimizer, mode), **options)
     context_mode = ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE
-
-    def head_and_tail(images, labels, head_weights, tail_weights):
-        if mode == "graph":
-            return gradients(images, labels, ms.mutable((head_weights, tail_weights)))
-        # Op by op, a backward pass consumes its forward: run a second one and undo its running-statistics
-        # update, as if both gradients came from one forward.
-        loss, (head,) = gradients(images, labels, ms.mutable((head_weights,)))
-        stats("save")
-        _, (tail,) = gradients(images, labels, ms.mutable((tail_weights,)))
-        stats("restore")
-        return loss, (head, tail)
-
-    def perturbed(images, labels, sample_weights, grads_at_w):
-        """The gradient at w + eps, and the scale that undoes eps."""
-        scale = perturb(ms.mutable(grads_at_w), rho)
-        if not bn_update_in_perturbed_pass:
-            stats("save")
-        _, (grads,) = gradients(images, labels, ms.mutable((sample_weights,)))
-        if not bn_update_in_perturbed_pass:
-            stats("restore")
-        return grads, scale
-
-    def apply(grads, more_grads=(), perturbed_by=(), scale=rho):
-        """Undo w + scale * perturbed_by (if given), then step on grads (+ more_grads)."""
-        # Tuples of tensors enter a graph as ms.mutable: as plain tuples, each new one recompiles it.
-        update(*(ms.mutable(t) if t else t for t in (grads, more_grads, perturbed_by)), scale)
-
-    def sgd(images, labels, sample_weights):
-        loss, (grads,) = gradients(images, labels, ms.mutable((sample_weights,)))
-        apply(grads)
-        return loss
-
-    def sam(images, labels, sample_weights):
-        loss, (grads,) = gradients(images, labels, ms.mutable((sample_weights,)))
-        perturbed_grads, scale = perturbed(images, labels, sample_weights, grads)
-        apply(perturbed_grads, perturbed_by=grads, scale=scale)
-        return loss
-
-    def imbsam(images, labels, head_weights, tail_weights, tail_free):
-        if tail_free:
-            # eps = 0 and g_t' = 0, so the update is SGD on L_h. The authors' code still runs a forward at
-            # w + 0, moving the running statistics a second time with this batch: replayed, not run.
-            if not bn_update_in_perturbed_pass:
-                return sgd(images, labels, head_weights)
-            stats("save")
-            loss = sgd(images, labels, head_weights)
-            stats("replay")
-            return loss
-        loss, (head, tail) = head_and_tail(images, labels, head_weights, tail_weights)
-        perturbed_tail, scale = perturbed(images, labels, tail_weights, tail)
-        apply(perturbed_tail, head, perturbed_by=tail, scale=scale)
-        return loss
 
     def step(images, labels):
         if not network.training:  # an evaluation between steps leaves the network in eval mode
@@ -251,16 +309,7 @@ def make_train_step(network, loss_fn, optimizer, method, rho=0.05, tail_classes=
         # graph-mode context, ResNet-32's SGD step took 430 ms on the CPU; under ms.jit, 1000-1250 ms.
         ms.set_context(mode=context_mode)
         try:
-            if method != "imbsam":
-                uniform = Tensor(np.full(labels.shape[0], 1.0 / labels.shape[0], dtype=np.float32))
-                return (sgd if method == "sgd" else sam)(images, labels, uniform)
-            # Which samples are tail is a host-side decision on labels the host just produced.
-            labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
-            is_tail = np.isin(labels_np, tail_classes)
-            batch = len(labels_np)
-            head_weights = Tensor(np.where(is_tail, 0.0, 1.0 / batch).astype(np.float32))
-            tail_weights = Tensor(np.where(is_tail, tail_loss_scale / batch, 0.0).astype(np.float32))
-            return imbsam(images, labels, head_weights, tail_weights, not is_tail.any())
+            return inner(images, labels)
         finally:
             ms.set_context(mode=previous)
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from imbsam.methods import METHODS
+from imbsam.params import PAPER_PROTOCOL, flatten
+
 GROUP_KEYS = ("many", "medium", "few", "all")
-OPTIMIZER_LABELS = {"sgd": "SGD", "sam": "SAM", "imbsam": "ImbSAM"}
-SELECTIONS = ("best", "last")
+OPTIMIZER_LABELS = {name: method.label for name, method in METHODS.items()}
 
 # CIFAR-100-LT IF=100, balanced accuracy (%) after 200 epochs, best epoch on the test set, flip TTA.
 PUBLISHED = {
@@ -37,47 +39,9 @@ PUBLISHED = {
     },
 }
 
-# The paper's protocol as params.yaml keys (notes/paper.md, "Protocol").
-PAPER_DEFAULTS = {
-    "data.md5": "eb9058c3a382ffc7106e4002c42a8d85",
-    "split.imb_factor": 0.01,
-    "split.profile": "exp",
-    "split.shuffle_seed": -1,
-    "split.many_threshold": 100,
-    "split.few_threshold": 20,
-    "model.arch": "resnet34",
-    "train.optimizers": ["sgd", "sam", "imbsam"],
-    "train.seeds": [9826],
-    "train.epochs": 200,
-    "train.batch_size": 64,
-    "train.lr": 0.01,
-    "train.momentum": 0.9,
-    "train.weight_decay": 0.001,
-    "train.decay_bn": True,
-    "train.max_steps_per_epoch": 0,
-    "sam.rho": 0.05,
-    "imbsam.rho": 0.05,
-    "imbsam.eta": 20,
-    "imbsam.tail_loss_scale": 2.0,
-    "imbsam.bn_update_in_perturbed_pass": True,
-    "eval.flip_tta": True,
-    "eval.selection": "best",
-}
 # Stated in the report's own text (rows, seed count, protocol line) instead of warned about: other seeds, fewer
 # optimizers or the clean protocol are legitimate ways to run and read the paper's experiment.
 _PROTOCOL_NEUTRAL = ("train.optimizers", "train.seeds", "eval.flip_tta", "eval.selection")
-
-
-def flatten(params, prefix=""):
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat = {}
-    for key, value in params.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def _same(ours, paper):
@@ -89,7 +53,7 @@ def _same(ours, paper):
 def differences_from_paper(params):
     """[(dotted key, ours, paper)] for every paper-default key whose value differs (missing counts as different)."""
     flat = flatten(params)
-    return [(key, flat.get(key), paper) for key, paper in PAPER_DEFAULTS.items() if not _same(flat.get(key), paper)]
+    return [(key, flat.get(key), paper) for key, paper in PAPER_PROTOCOL.items() if not _same(flat.get(key), paper)]
 
 
 def comparability_warnings(params, summary):

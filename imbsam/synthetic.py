@@ -1,6 +1,8 @@
-"""A synthetic stand-in for cifar-100-python.tar.gz, for tests and offline smoke runs.
+"""A synthetic stand-in for a dataset's archive (cifar-100-python.tar.gz by default), for tests and offline
+smoke runs.
 
-Same layout as the real archive: cifar-100-python/{train,test,meta}, Python-2-style pickles whose
+Same layout as the real archive (imbsam.datasets): for CIFAR-100 cifar-100-python/{train,test,meta}, in
+Python-2-style pickles whose
 str keys load as bytes with encoding="bytes" and as str with encoding="latin1". The batch labels
 start with "synthetic" so the pipeline can tell it apart and warn.
 
@@ -24,8 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from imbsam.data import ARCHIVE_ROOT, META_MEMBER, NUM_CLASSES, SYNTHETIC_MARK, TEST_MEMBER, TRAIN_MEMBER, md5sum
+from imbsam import datasets
+from imbsam.data import md5sum
+from imbsam.datasets.cifar_python import SYNTHETIC_MARK
 
+LAYOUT = datasets.cifar100.LAYOUT
+NUM_CLASSES = LAYOUT.num_classes
 NUM_COARSE = 20
 SIDE = 32
 # Bounds keep the int16 arithmetic of _render far from overflow and the colours away from the clip.
@@ -125,9 +131,9 @@ def write_synthetic_archive(path, train_per_class=500, test_per_class=100, seed=
     rng = np.random.default_rng(seed)
     templates = _class_templates(rng)
     members = {
-        TRAIN_MEMBER: _py2_pickle(_batch("training", templates, train_per_class, rng, seed)),
-        TEST_MEMBER: _py2_pickle(_batch("testing", templates, test_per_class, rng, seed)),
-        META_MEMBER: _py2_pickle(
+        f"{LAYOUT.root}/{LAYOUT.train[0]}": _py2_pickle(_batch("training", templates, train_per_class, rng, seed)),
+        f"{LAYOUT.root}/{LAYOUT.test[0]}": _py2_pickle(_batch("testing", templates, test_per_class, rng, seed)),
+        f"{LAYOUT.root}/{LAYOUT.meta}": _py2_pickle(
             {
                 b"fine_label_names": [f"class_{c:03d}".encode() for c in range(NUM_CLASSES)],
                 b"coarse_label_names": [f"superclass_{c:02d}".encode() for c in range(NUM_COARSE)],
@@ -143,7 +149,7 @@ def write_synthetic_archive(path, train_per_class=500, test_per_class=100, seed=
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
-        _add_member(tar, ARCHIVE_ROOT)
+        _add_member(tar, LAYOUT.root)
         for name, payload in members.items():
             _add_member(tar, name, payload)
     return md5sum(path)

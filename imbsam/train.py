@@ -1,4 +1,4 @@
-"""The epoch loop: cosine schedule, per-epoch test evaluation, checkpoints and resume.
+"""The epoch loop: learning-rate schedule, per-epoch test evaluation, checkpoints and resume.
 
 A run checkpoints at the end of every epoch into `resume_dir` (model, optimizer state and
 schedule position, history). The data order and augmentation of an epoch derive from
@@ -11,7 +11,6 @@ reused by a run with the same configuration (its hash names the folder).
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -24,81 +23,47 @@ import numpy as np
 
 from imbsam.errors import InputError
 from imbsam.evaluate import group_accuracy, logits, per_class_accuracy
-from imbsam.models import ARCHS, create_model
-from imbsam.optim import METHODS, make_optimizer, make_train_step
+from imbsam.methods import METHODS
+from imbsam.models import create_model
+from imbsam.optim import make_optimizer, make_train_step
 from imbsam.pipeline import TrainBatches
+from imbsam.schedules import epochs_at_zero, learning_rates
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a run's result (the paper's defaults)."""
+    """Everything that determines a run's result. `from_params` takes it from a validated params.yaml
+    (imbsam.params), which states every value's checks and the paper's defaults."""
 
-    method: str = "imbsam"
-    seed: int = 9826
-    arch: str = "resnet34"
-    epochs: int = 200
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    decay_bn: bool = True
-    max_steps_per_epoch: int = 0
-    rho: float = 0.05
-    eta: int = 20
-    tail_loss_scale: float = 2.0
-    bn_update_in_perturbed_pass: bool = True
+    method: str
+    seed: int
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    decay_bn: bool
+    schedule: str
+    max_steps_per_epoch: int
+    method_params: dict  # the method's params.yaml group (imbsam.methods)
 
-    def validate(self):
-        """InputError naming the params.yaml key of the first invalid setting."""
-        checks = [
-            ("train.optimizers", self.method in METHODS, f"one of {', '.join(METHODS)}", self.method),
-            ("train.seeds", _is_int(self.seed) and self.seed >= 0, "integers >= 0", self.seed),
-            ("model.arch", self.arch in ARCHS, f"one of {', '.join(ARCHS)}", self.arch),
-            ("train.epochs", _is_int(self.epochs) and self.epochs >= 1, "an integer >= 1", self.epochs),
-            ("train.batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1",
-             self.batch_size),
-            ("train.lr", _is_number(self.lr) and self.lr > 0, "a number > 0", self.lr),
-            ("train.momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, "a number in [0, 1)",
-             self.momentum),
-            ("train.weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, "a number >= 0",
-             self.weight_decay),
-            ("train.decay_bn", isinstance(self.decay_bn, bool), "true or false", self.decay_bn),
-            ("train.max_steps_per_epoch", _is_int(self.max_steps_per_epoch) and self.max_steps_per_epoch >= 0,
-             "an integer >= 0 (0 = whole epoch)", self.max_steps_per_epoch),
-            (f"{self.method}.rho", _is_number(self.rho) and self.rho >= 0, "a number >= 0", self.rho),
-            ("imbsam.eta", _is_number(self.eta) and self.eta >= 0, "a number >= 0", self.eta),
-            ("imbsam.tail_loss_scale", _is_number(self.tail_loss_scale) and self.tail_loss_scale > 0,
-             "a number > 0", self.tail_loss_scale),
-            ("imbsam.bn_update_in_perturbed_pass", isinstance(self.bn_update_in_perturbed_pass, bool),
-             "true or false", self.bn_update_in_perturbed_pass),
-        ]
-        for key, ok, expected, value in checks:
-            if not ok:
-                raise InputError(f"params.yaml: {key}={value!r} must be {expected}")
-        return self
+    @classmethod
+    def from_params(cls, params, method, seed):
+        train = params.train
+        return cls(method=method, seed=seed, arch=params.model.arch, epochs=train.epochs,
+                   batch_size=train.batch_size, lr=train.lr, momentum=train.momentum,
+                   weight_decay=train.weight_decay, decay_bn=train.decay_bn, schedule=train.schedule,
+                   max_steps_per_epoch=train.max_steps_per_epoch,
+                   method_params=getattr(params, method).model_dump())
+
+    def step_options(self, class_counts):
+        """The method's step options (imbsam.optim) for a split with these per-class counts."""
+        return METHODS[self.method].params(**self.method_params).step_options(class_counts)
 
     def digest(self, data_fingerprint):
         text = json.dumps({"config": asdict(self), "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def cosine_schedule(lr, total_steps):
-    """Per-step learning rates, lr * (1 + cos(pi * t / T)) / 2 for t = 0 .. T-1: cosine to 0 over all steps."""
-    t = np.arange(total_steps, dtype=np.float64)
-    return (0.5 * lr * (1.0 + np.cos(np.pi * t / total_steps))).astype(np.float32)
-
-
-def tail_classes_for(class_counts, eta):
-    """ImbSAM's tail: the classes with fewer than eta training images."""
-    return [c for c, n in enumerate(class_counts) if n < eta]
 
 
 class _Checkpoints:
@@ -193,11 +158,12 @@ def _format_duration(seconds):
     return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {rest % 60}s"
 
 
-def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernels="auto", quick_run_hint="",
-          log=print, progress=True):
+def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernels="auto", mode="graph",
+          quick_run_hint="", log=print, progress=True):
     """Train one run; return its metadata (also written to out_dir/train.json).
 
     kernels: the convolution and BatchNorm kernels (imbsam.models.create_model); the device metadata says which ran.
+    mode: the train step's execution mode (imbsam.optim.make_train_step): "graph" or "pynative".
 
     split: imbsam.data.load_split(...) output. out_dir receives model/last.ckpt, model/best.ckpt
     and train.json; resume_dir/<config hash> holds the per-epoch checkpoint until the run ends.
@@ -206,26 +172,23 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     from mindspore import Tensor, nn
     from tqdm import tqdm
 
-    config.validate()
     summary = split["summary"]
-    tail_classes = tail_classes_for(summary["class_counts"], config.eta) if config.method == "imbsam" else []
-    if config.method == "imbsam" and not tail_classes:
-        log(f"warning: no class has fewer than imbsam.eta={config.eta} training images: "
-            "ImbSAM then equals SGD; raise imbsam.eta")
+    options = config.step_options(summary["class_counts"])
+    tail_classes = options.get("tail_classes", [])
+    if "tail_classes" in options and not tail_classes:
+        log(f"warning: no class has fewer than {config.method}.eta={config.method_params['eta']} training images: "
+            f"{METHODS[config.method].label} then equals SGD; raise {config.method}.eta")
     batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
                            config.max_steps_per_epoch)
-    total_steps = config.epochs * batches.steps_per_epoch
     checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
 
     ms.set_seed(config.seed)
     network = create_model(config.arch, summary["num_classes"], seed=config.seed, kernels=kernels)
-    device = {**(device or {}), "kernels": network.kernels}
-    schedule = cosine_schedule(config.lr, total_steps)
+    device = {**(device or {}), "mode": mode, "kernels": network.kernels}
+    schedule = learning_rates(config.schedule, config.lr, config.epochs, batches.steps_per_epoch)
     optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
-    step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, config.method,
-                           rho=config.rho, tail_classes=tail_classes, tail_loss_scale=config.tail_loss_scale,
-                           bn_update_in_perturbed_pass=config.bn_update_in_perturbed_pass,
-                           mode=device.get("mode", "graph"))
+    step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, config.method, mode=mode,
+                           **options)
 
     state = checkpoints.load_state()
     if state:
@@ -239,7 +202,8 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
 
     log(f"training {config.method} seed {config.seed}: {config.arch}, {config.epochs} epochs x "
         f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
-        f"device {device.get('target', '?')} ({device.get('mode', '?')}, {network.kernels} kernels)")
+        f"device {device.get('target', '?')} ({mode}, {network.kernels} kernels)")
+    _say_epochs_at_zero(log, config, epochs_at_zero(schedule, batches.steps_per_epoch))
     with _sigterm_as_interrupt():
         try:
             for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -301,6 +265,16 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     (out_dir / "train.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
     shutil.rmtree(checkpoints.folder)
     return metadata
+
+
+def _say_epochs_at_zero(log, config, epochs):
+    """Before a run starts: which epochs its schedule trains at learning rate 0, where SGD does not move."""
+    if not epochs:
+        return
+    shown = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+    log(f"note: train.schedule={config.schedule} trains {shown} of {config.epochs} at learning rate 0, as the "
+        "authors' schedule ends" + ("; for a run this short, -S train.schedule=step_cosine learns instead"
+                                     if 2 * len(epochs) >= config.epochs else ""))
 
 
 def typical_step_seconds(step_ends):

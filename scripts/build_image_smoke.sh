@@ -220,7 +220,8 @@ smoke_run() {
             test -n "$md5" || { echo "no md5 in imbsam.synthetic output"; exit 1; }
             dvc exp run \
                 -S "data.url=$archive" -S "data.md5=$md5" -S model.arch=resnet32 \
-                -S train.epochs=1 -S train.max_steps_per_epoch=2 -S "train.seeds=[0]"
+                -S train.epochs=1 -S train.max_steps_per_epoch=2 -S "train.seeds=[0]" \
+                -S train.schedule=step_cosine
             test -s reports/report.md
         ' >&2
     timings[smoke run]=$(elapsed "$t0")

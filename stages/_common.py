@@ -1,59 +1,38 @@
-"""Plumbing shared by the stage scripts: reading params.yaml and reporting bad input.
+"""Plumbing shared by the stage scripts: the validated params.yaml and one-line errors.
 
 Not a stage itself. Stages run from the repository root, as `dvc repro` does.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from imbsam import params as schema
 from imbsam.errors import InputError
 
 PARAMS_FILE = Path("params.yaml")
 
 
-def load_params(path=PARAMS_FILE):
-    if not Path(path).is_file():
-        raise InputError(f"{path} not found: run the stage from the repository root")
-    with open(path) as f:
-        return yaml.safe_load(f)
+def load_params():
+    """The whole of params.yaml, validated against imbsam.params before the stage does anything else."""
+    return schema.load(PARAMS_FILE)
 
 
-def is_int(value):
-    """An integer, not a bool (YAML's true/false are ints to Python)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def param(params, dotted, check=None, choices=None):
-    """Return params[dotted key]; InputError naming the key if it is missing or invalid.
-
-    check: a predicate the value must satisfy, with its description, e.g.
-    (lambda v: v > 0, "a number > 0"). choices: the allowed values.
-    """
-    node = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise InputError(f"params.yaml: missing key {dotted}; restore it from the repository's params.yaml")
-        node = node[part]
-    if choices is not None and node not in choices:
-        allowed = ", ".join(map(str, choices))
-        raise InputError(f"params.yaml: {dotted}={node!r} is not one of {allowed}")
-    if check is not None:
-        predicate, description = check
-        try:
-            ok = predicate(node)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise InputError(f"params.yaml: {dotted}={node!r} must be {description}")
-    return node
+def matrix_run(description):
+    """(params, optimizer, seed) of a matrix stage run as `--optimizer O --seed S`, params.yaml checked
+    before the seed that came from it is read."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--optimizer", required=True)
+    parser.add_argument("--seed", required=True)
+    args = parser.parse_args()
+    params = load_params()
+    try:
+        seed = int(args.seed)
+    except ValueError:
+        raise InputError(f"--seed {args.seed!r} is not an integer: train.seeds lists integers >= 0") from None
+    return params, args.optimizer, seed
 
 
 def main_guard(main):

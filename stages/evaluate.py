@@ -5,11 +5,10 @@ report's choice among them (eval.selection, eval.flip_tta) never re-runs this st
 Writes evals/<optimizer>-<seed>.json and prints a short table.
 """
 
-import argparse
 import json
 from pathlib import Path
 
-from _common import is_int, load_params, main_guard, param
+from _common import main_guard, matrix_run
 from tabulate import tabulate
 
 from imbsam import device
@@ -18,14 +17,8 @@ from imbsam.errors import InputError
 SPLIT_DIR = Path("data/split")
 RUNS_DIR = Path("runs")
 EVALS_DIR = Path("evals")
+# Last first: the best epoch is often the last one, and then reuses its result.
 SELECTIONS = ("last", "best")
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--optimizer", required=True)
-    parser.add_argument("--seed", required=True, type=int)
-    return parser.parse_args()
 
 
 def read_run(name, arch):
@@ -57,24 +50,17 @@ def print_table(name, variants):
 
 
 def main():
-    args = parse_args()
-    params = load_params()
-    arch = param(params, "model.arch", check=(lambda v: isinstance(v, str), "a model name such as resnet34"))
-    batch_size = param(params, "eval.batch_size",
-                       check=(lambda v: is_int(v) and v > 0, "an integer > 0"))
-    target = param(params, "device.target", choices=device.TARGETS)
-    kernels = param(params, "train.kernels", choices=device.KERNELS)
-    name = f"{args.optimizer}-{args.seed}"
+    params, optimizer, seed = matrix_run(__doc__.splitlines()[0])
+    arch, batch_size, kernels = params.model.arch, params.eval.batch_size, params.train.kernels
+    name = f"{optimizer}-{seed}"
     run = read_run(name, arch)
 
-    info = device.setup(target)
+    info = device.setup(params.device.target)
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
     from imbsam.data import load_split
     from imbsam.evaluate import evaluate_checkpoint
-    from imbsam.models import ARCHS, create_model
+    from imbsam.models import create_model
 
-    if arch not in ARCHS:
-        raise InputError(f"params.yaml: model.arch={arch!r} is not one of {', '.join(ARCHS)}")
     split = load_split(SPLIT_DIR)
     summary = split["summary"]
     network = create_model(arch, num_classes=summary["num_classes"], kernels=kernels)
@@ -94,8 +80,8 @@ def main():
 
     EVALS_DIR.mkdir(exist_ok=True)
     record = {
-        "optimizer": args.optimizer,
-        "seed": args.seed,
+        "optimizer": optimizer,
+        "seed": seed,
         "arch": arch,
         "num_classes": summary["num_classes"],
         "test_total": len(split["test_labels"]),

@@ -8,10 +8,10 @@ import json
 import platform
 from pathlib import Path
 
-from _common import PARAMS_FILE, is_int, load_params, main_guard, param
+from _common import PARAMS_FILE, load_params, main_guard
 
 from imbsam.errors import InputError
-from imbsam.report import OPTIMIZER_LABELS, SELECTIONS, git_state, read_metric_tsv, sha256_of, write_report
+from imbsam.report import git_state, read_metric_tsv, sha256_of, write_report
 
 SUMMARY_FILE = Path("data/split/summary.json")
 RUNS_DIR = Path("runs")
@@ -19,10 +19,6 @@ EVALS_DIR = Path("evals")
 REPORTS_DIR = Path("reports")
 # The balanced test accuracy without TTA and the mean training loss, as imbsam.train logs them per epoch.
 CURVES = ("test/all", "train/loss")
-
-
-def _non_empty_list_of(predicate):
-    return lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v) and all(map(predicate, v))
 
 
 def _read_json(path, stage):
@@ -33,19 +29,12 @@ def _read_json(path, stage):
 
 def main():
     params = load_params()
-    optimizers = param(params, "train.optimizers",
-                       check=(_non_empty_list_of(lambda o: o in OPTIMIZER_LABELS),
-                              f"a non-empty list of distinct names among {', '.join(OPTIMIZER_LABELS)}"))
-    seeds = param(params, "train.seeds",
-                  check=(_non_empty_list_of(is_int),
-                         "a non-empty list of distinct integers"))
-    selection = param(params, "eval.selection", choices=SELECTIONS)
-    flip_tta = param(params, "eval.flip_tta", check=(lambda v: isinstance(v, bool), "true or false"))
+    selection, flip_tta = params.eval.selection, params.eval.flip_tta
 
     summary = _read_json(SUMMARY_FILE, "split")
     evals, trains, curves = [], {}, {}
-    for optimizer in optimizers:
-        for seed in seeds:
+    for optimizer in params.train.optimizers:
+        for seed in params.train.seeds:
             name = f"{optimizer}-{seed}"
             evals.append(_read_json(EVALS_DIR / f"{name}.json", f"evaluate@{name}"))
             trains[name] = _read_json(RUNS_DIR / name / "train.json", f"train@{name}")
@@ -54,7 +43,8 @@ def main():
                             for metric in CURVES if (metric_dir / f"{metric}.tsv").is_file()}
 
     provenance = {"git": git_state(), "params_sha256": sha256_of(PARAMS_FILE), "python": platform.python_version()}
-    selected = write_report(REPORTS_DIR, evals, trains, curves, summary, params, selection, flip_tta, provenance)
+    selected = write_report(REPORTS_DIR, evals, trains, curves, summary, params.model_dump(), selection, flip_tta,
+                            provenance)
     print(f"wrote {REPORTS_DIR}/report.md; {selection} epoch, {'with' if flip_tta else 'without'} flip TTA:")
     for optimizer, groups in selected.items():
         print(f"  {optimizer:8s} " + "  ".join(

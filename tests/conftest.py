@@ -2,7 +2,7 @@
 
 import pytest
 
-# Before any test imports MindSpore: imbsam's CPU environment (imbsam.device.prepare_environment).
+# Before any test imports MindSpore: imbsam's CPU environment (imbsam.kernels.environment.prepare_environment).
 import imbsam  # noqa: F401
 
 

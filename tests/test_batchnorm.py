@@ -1,4 +1,4 @@
-"""imbsam.batchnorm's fused training-mode BatchNorm (+ ReLU, + residual add) against MindSpore's own
+"""imbsam.kernels.batchnorm's fused training-mode BatchNorm (+ ReLU, + residual add) against MindSpore's own
 kernels, in both modes, and against a float64 reference where float32 arithmetic loses digits."""
 
 import mindspore as ms
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from imbsam import batchnorm, onednn
 from imbsam.device import setup
 from imbsam.errors import InputError
+from imbsam.kernels import batchnorm, onednn
 from imbsam.models import BatchNorm2d, create_model, resolve_kernels
 from imbsam.optim import make_optimizer, make_train_step
 

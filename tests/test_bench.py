@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from imbsam import bench
+from imbsam.bench import step as bench
 
 
 def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
@@ -62,7 +62,7 @@ def test_bad_modes_are_rejected(text, capsys):
 
 
 def test_label_batches_reproduce_the_if100_share_of_tail_free_batches():
-    _, tail = bench.longtail_dataset()
+    tail = bench.tail_classes()
     assert tail == list(range(70, 100))  # int(500 * 0.01 ** (c / 99)) < 20 from class 70 on
     batches = bench.label_batches(64, 3000)
     measured = np.mean([not np.isin(batch, tail).any() for batch in batches])
@@ -70,7 +70,7 @@ def test_label_batches_reproduce_the_if100_share_of_tail_free_batches():
 
 
 def test_warm_up_covers_both_imbsam_paths():
-    _, tail = bench.longtail_dataset()
+    tail = bench.tail_classes()
     warmup = bench.cover_both_imbsam_paths([np.zeros(8, np.int32), np.full(8, 99, np.int32)], tail)
     assert np.isin(warmup[0], tail).any()
     assert not np.isin(warmup[1], tail).any()

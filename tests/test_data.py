@@ -13,20 +13,22 @@ import numpy as np
 import pytest
 
 from imbsam.data import (
-    ARCHIVE_ROOT,
-    META_MEMBER,
-    TRAIN_MEMBER,
     class_groups,
     load_split,
     longtail_counts,
     longtail_indices,
     md5sum,
-    read_cifar100,
     safe_extract,
     write_split,
 )
+from imbsam.datasets import cifar100
 from imbsam.errors import InputError
 from imbsam.synthetic import write_synthetic_archive
+
+ARCHIVE_ROOT = cifar100.LAYOUT.root
+TRAIN_MEMBER = f"{ARCHIVE_ROOT}/train"
+META_MEMBER = f"{ARCHIVE_ROOT}/meta"
+read_cifar100 = cifar100.read
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,9 @@ import sys
 import mindspore as ms
 import pytest
 
-from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target, restore_user_environment
+from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target
 from imbsam.errors import InputError
+from imbsam.kernels.environment import restore_user_environment
 
 
 def test_auto_falls_back_to_the_cpu(monkeypatch):
@@ -49,7 +50,7 @@ def test_an_explicit_mode_overrides_auto(mode):
 def _imported_in_child(env):
     """(ONEDNN_MAX_CPU_ISA, the user's ONEDNN_MAX_CPU_ISA, the user's OMP_WAIT_POLICY) as a fresh Python
     process sees them after importing imbsam, with environment `env`."""
-    code = ("import imbsam.device as d, os; u = d.USER_ENVIRONMENT; "
+    code = ("import imbsam.kernels.environment as d, os; u = d.USER_ENVIRONMENT; "
             "print(os.environ['ONEDNN_MAX_CPU_ISA'], u['ONEDNN_MAX_CPU_ISA'], u['OMP_WAIT_POLICY'])")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.split()
@@ -79,3 +80,12 @@ def test_another_library_gets_the_users_environment_back(monkeypatch, users):
     restore_user_environment({"ONEDNN_MAX_CPU_ISA": users, "OMP_WAIT_POLICY": None})
     assert os.environ.get("ONEDNN_MAX_CPU_ISA") == users
     assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_choosing_the_device_on_a_cpu_host_prints_no_plugin_noise():
+    """MindSpore logs every accelerator plugin it cannot load when asked whether a device is available; on
+    a host without the device node nothing asks."""
+    code = "from imbsam.device import setup; print(setup('auto')['target'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "CPU"
+    assert "Load dynamic library" not in result.stderr and "not available" not in result.stderr, result.stderr

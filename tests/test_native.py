@@ -1,8 +1,9 @@
-"""imbsam.native: the C sources are compiled once per version, into the user's cache, or the error names the fix."""
+"""imbsam.kernels.native: the C sources are compiled once per version, into the user's cache, or the error
+names the fix."""
 
 import pytest
 
-from imbsam import native
+from imbsam.kernels import native
 
 
 def test_without_a_c_compiler_the_error_names_the_fix(monkeypatch, tmp_path):

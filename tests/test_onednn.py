@@ -1,4 +1,4 @@
-"""imbsam.onednn's convolutions against MindSpore's own, alone and inside the networks, in both modes."""
+"""imbsam.kernels.onednn's convolutions against MindSpore's own, alone and inside the networks, in both modes."""
 
 from pathlib import Path
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from imbsam import onednn
 from imbsam.device import setup
 from imbsam.errors import InputError
+from imbsam.kernels import onednn
 from imbsam.models import create_model, resolve_kernels
 
 setup("CPU", "pynative")

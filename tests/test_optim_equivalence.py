@@ -1,6 +1,6 @@
 """SGD / SAM / ImbSAM train steps against an independent float64 NumPy reference.
 
-The reference follows the authors' PyTorch code (notes/paper.md, "Algorithm") on a tiny
+The reference follows the authors' PyTorch code (docs/protocol.md, "Algorithm") on a tiny
 Dense -> BatchNorm1d -> ReLU -> Dense network, with a hand-written backward pass that is itself
 checked against finite differences, so a wrong oracle cannot silently bless a wrong step.
 Weights, BatchNorm running statistics and the returned losses are compared after every step of a
@@ -250,17 +250,13 @@ def mindspore_run(
     optimizer = make_optimizer(
         net, list(lrs) if lrs is not None else LR, momentum=MOMENTUM, weight_decay=weight_decay, decay_bn=decay_bn
     )
-    step = make_train_step(
-        net,
-        nn.CrossEntropyLoss(reduction="none"),
-        optimizer,
-        method,
-        rho=rho,
-        tail_classes=tail_classes,
-        tail_loss_scale=TAIL_LOSS_SCALE,
-        bn_update_in_perturbed_pass=bn_update_in_perturbed_pass,
-        mode=mode,
-    )
+    options = {
+        "sgd": {},
+        "sam": {"rho": rho, "bn_update_in_perturbed_pass": bn_update_in_perturbed_pass},
+        "imbsam": {"rho": rho, "tail_classes": tail_classes, "tail_loss_scale": TAIL_LOSS_SCALE,
+                   "bn_update_in_perturbed_pass": bn_update_in_perturbed_pass},
+    }[method]
+    step = make_train_step(net, nn.CrossEntropyLoss(reduction="none"), optimizer, method, mode=mode, **options)
     history = []
     for x, labels in batches:
         loss = step(Tensor(x.astype(np.float32)), Tensor(labels.astype(np.int32)))

@@ -6,19 +6,20 @@ Smoke settings: resnet32, 1 epoch of 2 steps of 32 images, one seed, sgd / sam /
 """
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
+from workspace import commit as _commit
+from workspace import dvc as _dvc
+from workspace import git as _git
+from workspace import ok as _ok
+from workspace import project_copy
+from workspace import ran_stages as _ran_stages
+from workspace import set_params as _set_params
+from workspace import show as _show
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
 OPTIMIZERS = ("sgd", "sam", "imbsam")
 LABELS = {"sgd": "SGD", "sam": "SAM", "imbsam": "ImbSAM"}
 GROUPS = ("many", "medium", "few", "all")
@@ -30,56 +31,10 @@ SMOKE = {
     "train.epochs": 1,
     "train.max_steps_per_epoch": 2,
     "train.batch_size": 32,
+    "train.schedule": "step_cosine",  # the authors' schedule would train a 1-epoch run at learning rate 0
 }
 # A bad param must be rejected before MindSpore trains anything; a 1-epoch smoke train takes about as long.
 FAIL_FAST_SECONDS = 60
-
-
-def _run(args, cwd, timeout=900):
-    started = time.monotonic()
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False, timeout=timeout)
-    result.elapsed = time.monotonic() - started
-    return result
-
-
-def _show(result):
-    """The whole of a command's outcome, for assertion messages."""
-    return (f"\n$ {' '.join(map(str, result.args))}  (exit {result.returncode}, {result.elapsed:.1f} s)\n"
-            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
-
-
-def _ok(result):
-    assert result.returncode == 0, _show(result)
-    return result
-
-
-def _git(cwd, *args):
-    return _ok(_run(["git", *args], cwd))
-
-
-def _dvc(cwd, *args):
-    return _run([sys.executable, "-m", "dvc", *args], cwd)
-
-
-def _commit(root, message):
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "--allow-empty", "-m", message)
-
-
-def _set_params(root, changes):
-    """changes: {dotted key: value}."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        *groups, name = dotted.split(".")
-        node = params
-        for group in groups:
-            node = node.setdefault(group, {})
-        node[name] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _ran_stages(result):
-    return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
 
 
 def _changed_stages(root):
@@ -94,20 +49,8 @@ def _files_written_since(folder, since):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, synthetic_archive):
     """Committed repository after a successful first `dvc repro`; its output as `repo.first_repro`."""
-    root = tmp_path_factory.mktemp("pipeline") / "repo"
-    root.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml"):
-        shutil.copy(REPO / name, root / name)
-    for name in ("stages", "imbsam"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    _git(root, "init", "-q")
-    for key, value in (("user.name", "Pipeline Test"), ("user.email", "test@example.com"),
-                       ("commit.gpgsign", "false")):
-        _git(root, "config", key, value)
-    _ok(_dvc(root, "init", "-q"))
     archive, md5 = synthetic_archive(train_per_class=20, test_per_class=5)
-    _set_params(root, {"data.url": str(archive), "data.md5": md5, **SMOKE})
-    _commit(root, "smoke pipeline")
+    root = project_copy(tmp_path_factory.mktemp("pipeline") / "repo", archive, md5, SMOKE)
 
     first = _ok(_dvc(root, "repro"))
     _commit(root, "first repro")
@@ -224,13 +167,23 @@ def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory)
         # "ERROR: failed to reproduce 'train@adam-0': Parameters 'adam' are missing from 'params.yaml'."
         pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"]}, None, "Parameters 'adam' are missing",
                      id="unknown-optimizer"),
-        # With that group present, the stage's own check speaks.
+        # Whichever stage runs first checks the whole of params.yaml: here the stale sgd run, before it trains.
+        pytest.param({"train.optimizers": [*OPTIMIZERS, "imbsm"], "train.lr": 0.02}, None,
+                     "train.optimizers[3]='imbsm' is invalid: input should be 'sgd', 'sam' or 'imbsam'",
+                     id="misspelt-optimizer"),
         pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"], "adam": {}}, "train@adam-0",
-                     "train.optimizers contains 'adam'", id="unknown-optimizer-with-group"),
-        pytest.param({"train.seeds": [-1]}, None, "train.seeds=-1 must be integers >= 0", id="negative-seed"),
-        pytest.param({"train.epochs": 0}, "train@sgd-0", "train.epochs=0 must be an integer >= 1", id="zero-epochs"),
-        # The evaluate stages do not read eval.selection, so only the report stage runs, and fails.
-        pytest.param({"eval.selection": "median"}, "report", "eval.selection='median' is not one of best, last",
+                     "train.optimizers[3]='adam' is invalid", id="unknown-optimizer-with-group"),
+        pytest.param({"train.seeds": [-1]}, None, "train.seeds=[-1] is invalid: seeds must be integers >= 0",
+                     id="negative-seed"),
+        pytest.param({"train.seeds": [0, 1.5]}, None, "train.seeds[1]=1.5 is invalid: input should be a valid integer",
+                     id="fractional-seed"),
+        pytest.param({"train.epochs": 0}, "train@sgd-0",
+                     "train.epochs=0 is invalid: input should be greater than or equal to 1", id="zero-epochs"),
+        pytest.param({"train.lr": -0.1}, None, "train.lr=-0.1 is invalid: input should be greater than 0",
+                     id="negative-lr"),
+        # A report-only key, yet the first stage that runs (a stale training) stops before it trains.
+        pytest.param({"eval.selection": "median", "train.lr": 0.02}, None,
+                     "eval.selection='median' is invalid: input should be 'best' or 'last'",
                      id="unknown-selection"),
     ],
 )

@@ -1,5 +1,5 @@
 /* Training-mode batch normalisation of NCHW float32, optionally followed by a residual add and a ReLU,
- * as MindSpore "aot" custom operators (imbsam.batchnorm).
+ * as MindSpore "aot" custom operators (imbsam.kernels.batchnorm).
  *
  * The statistics, the per-channel sums and the input gradient are in double: the gradient's three terms
  * nearly cancel when the output gradient lies close to the span of 1 and the normalised input, as it

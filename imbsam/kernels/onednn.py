@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imbsam import native
-from imbsam.device import ONEDNN_ISA_ENV, USER_ENVIRONMENT
+from imbsam.kernels import native
+from imbsam.kernels.environment import ONEDNN_ISA_ENV, USER_ENVIRONMENT
 
 DISTRIBUTION = "onednn-cpu-gomp"
 LIBRARY = "libdnnl.so.3"
@@ -238,7 +238,7 @@ def _kernel(kind, nparam, params, shapes):
             conv.run(name, inputs, out)
         return 0
     except Exception as error:  # noqa: BLE001 - MindSpore only sees the status: print the reason here
-        print(f"imbsam.onednn: {kind:#x} failed: {error!r}", file=sys.stderr)
+        print(f"imbsam.kernels.onednn: {kind:#x} failed: {error!r}", file=sys.stderr)
         return 1
 
 
@@ -247,7 +247,7 @@ _callback = _CALLBACK(_kernel)  # module-level: the C side keeps only the pointe
 
 @functools.cache
 def shim_path():
-    """onednn_shim.c built (imbsam.native), its entry points calling back into `_kernel`."""
+    """onednn_shim.c built (imbsam.kernels.native), its entry points calling back into `_kernel`."""
     path = native.build(SHIM_SOURCE.name)
     ctypes.CDLL(path).imbsam_set_callback(_callback)
     return path

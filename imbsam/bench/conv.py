@@ -1,10 +1,10 @@
-"""One convolution layer: MindSpore's kernels, imbsam.onednn's custom operator, and PyTorch's, on the CPU.
+"""One convolution layer: MindSpore's kernels, imbsam.kernels.onednn's custom operator, and PyTorch's, on the CPU.
 
-    python -m imbsam.convbench [--shape CIN,COUT,SIZE ...] [--batch-size 64] [--repeats 7]
+    python -m imbsam.bench.conv [--shape CIN,COUT,SIZE ...] [--batch-size 64] [--repeats 7]
 
 On the CPU, MindSpore 2.10's oneDNN convolution is several times slower than PyTorch's
-(notes/mindspore.md). This measures, on one 3x3 stride-1 pad-1 bias-free NCHW float32 layer, what
-the networks' replacement buys: `imbsam.onednn.conv2d_operator`, an "aot" `ops.Custom` operator
+(docs/mindspore.md). This measures, on one 3x3 stride-1 pad-1 bias-free NCHW float32 layer, what
+the networks' replacement buys: `imbsam.kernels.onednn.conv2d_operator`, an "aot" `ops.Custom` operator
 whose forward and bprop run oneDNN 3.2's blocked AVX-512 kernels.
 
 Rows: MindSpore's ops.conv2d (as nn.Conv2d calls it), the oneDNN operator, and PyTorch's conv2d with
@@ -29,9 +29,9 @@ import time
 import numpy as np
 from tabulate import tabulate
 
-from imbsam import onednn
 from imbsam.bench import positive_int
-from imbsam.device import ONEDNN_ISA_ENV, prepare_environment, restore_user_environment
+from imbsam.kernels import onednn
+from imbsam.kernels.environment import ONEDNN_ISA_ENV, prepare_environment, restore_user_environment
 
 PADDING = 1
 KERNEL = 3
@@ -251,7 +251,7 @@ def _shape(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m imbsam.convbench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m imbsam.bench.conv", description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=_shape, action="append", metavar="CIN,COUT,SIZE",
                         help="a layer to measure, repeatable (default: resnet32's 16,16,32 and resnet34's 128,128,16)")
     parser.add_argument("--batch-size", type=positive_int, default=64)

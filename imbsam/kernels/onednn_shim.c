@@ -1,9 +1,9 @@
-/* MindSpore "aot" custom-operator entry points for imbsam.onednn.
+/* MindSpore "aot" custom-operator entry points for imbsam.kernels.onednn.
  *
  * MindSpore calls an aot kernel with its own input and output buffers, which a "pyfunc" kernel would
  * copy into per-call-site host tensors it keeps (about 4 activations per convolution and graph).
  * These entry points hand the buffers and their shapes, uncopied, to the Python function that
- * imbsam.onednn registers. kind = 16 * pass + stride; pass 0 forward, 1 input gradient, 2 weight gradient.
+ * imbsam.kernels.onednn registers. kind = 16 * pass + stride; pass 0 forward, 1 input gradient, 2 weight gradient.
  */
 #include <stdint.h>
 

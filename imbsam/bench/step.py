@@ -30,23 +30,20 @@ import time
 import numpy as np
 from tabulate import tabulate
 
-from imbsam.data import class_groups, longtail_counts
-from imbsam.device import KERNELS, ONEDNN_ISA_ENV, USER_ENVIRONMENT, resolve_mode, restore_user_environment
+from imbsam.architectures import ARCHITECTURES, ARCHS, blocks
+from imbsam.bench import positive_int, subset
+from imbsam.data import longtail_counts
+from imbsam.datasets import cifar100
+from imbsam.device import STEP_MODES, TARGETS, resolve_mode
+from imbsam.kernels import KERNELS
+from imbsam.kernels.environment import ONEDNN_ISA_ENV, USER_ENVIRONMENT, restore_user_environment
+from imbsam.methods import METHODS
+from imbsam.params import defaults
 
-METHODS = ("sgd", "sam", "imbsam")
-ARCHS = ("resnet32", "resnet34")
-DEVICES = ("auto", "CPU", "GPU", "Ascend")
-MODES = ("pynative", "graph")
-
-# CIFAR-100-LT at imbalance factor 100 and the paper's hyper-parameters (params.yaml defaults).
-NUM_CLASSES = 100
-MAX_PER_CLASS = 500
-IMB_FACTOR = 0.01
-TAIL_BELOW = 20  # imbsam.eta: ImbSAM's tail is the classes with fewer training images, the "few" group
-LEARNING_RATE = 0.01
-MOMENTUM = 0.9
-WEIGHT_DECAY = 1e-3
-RHO = 0.05
+# CIFAR-100-LT at imbalance factor 100 and the paper's hyper-parameters: params.yaml's defaults.
+PAPER = defaults()
+NUM_CLASSES = cifar100.NUM_CLASSES
+MODES = tuple(reversed(STEP_MODES))  # side by side in this order: op by op, then compiled
 SEED = 0
 
 PASSES = ("forward", "forward+backward")
@@ -55,10 +52,15 @@ TORCH_SGD = "torch sgd"
 
 
 def longtail_dataset():
-    """(labels of the 10847 CIFAR-100-LT IF=100 training images, ImbSAM's tail classes)."""
-    counts = longtail_counts(NUM_CLASSES, MAX_PER_CLASS, IMB_FACTOR)
-    labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), counts)
-    return labels, class_groups(counts, few_threshold=TAIL_BELOW)["few"]
+    """(labels of the 10847 CIFAR-100-LT IF=100 training images, per-class counts)."""
+    counts = longtail_counts(NUM_CLASSES, cifar100.TRAIN_PER_CLASS, PAPER["split"]["imb_factor"],
+                             PAPER["split"]["profile"])
+    return np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), counts), counts
+
+
+def tail_classes():
+    """ImbSAM's tail at the paper's eta: the classes a batch must hold one of for ImbSAM's dearer path."""
+    return METHODS["imbsam"].params().step_options(longtail_dataset()[1])["tail_classes"]
 
 
 def label_batches(batch_size, count, seed=SEED):
@@ -87,7 +89,7 @@ def cover_both_imbsam_paths(warmup, tail):
 
 def expected_tail_free_fraction(batch_size):
     """Probability that a batch drawn without replacement from the long-tailed dataset holds no tail sample."""
-    dataset, tail = longtail_dataset()
+    dataset, tail = longtail_dataset()[0], tail_classes()
     total, head = len(dataset), int((~np.isin(dataset, tail)).sum())
     return float(np.prod([(head - i) / (total - i) for i in range(batch_size)]))
 
@@ -126,10 +128,12 @@ class _MindSporeStep(_MindSporeRun):
 
         from imbsam.optim import make_optimizer, make_train_step
 
-        self.optimizer = make_optimizer(self.network, LEARNING_RATE, MOMENTUM, WEIGHT_DECAY)
+        train = PAPER["train"]
+        self.optimizer = make_optimizer(self.network, train["lr"], train["momentum"], train["weight_decay"])
+        method = METHODS[options["method"]]
+        step_options = method.params(**PAPER[method.name]).step_options(longtail_dataset()[1])
         self.train_step = make_train_step(self.network, nn.CrossEntropyLoss(reduction="none"), self.optimizer,
-                                          options["method"], rho=RHO, tail_classes=options["tail"],
-                                          mode=self.device["mode"])
+                                          method.name, mode=self.device["mode"], **step_options)
 
     def step(self, i):
         return self.batch_size, self.train_step(self.images, self.labels[i])
@@ -149,7 +153,7 @@ class _MindSporePass(_MindSporeRun):
         import mindspore as ms
         from mindspore import Tensor, nn
 
-        from imbsam.optim import _Gradients, make_optimizer
+        from imbsam.optim import WeightedGradients, make_optimizer
 
         # One update at learning rate 0 leaves the weights as they are but stores them as training does:
         # on a network no optimizer ever wrote, ResNet-32's passes ran about 25% faster than in training.
@@ -161,7 +165,7 @@ class _MindSporePass(_MindSporeRun):
             self.run = _forward_cell(nn, self.network, loss_fn)
         else:
             # The very Cell the train step differentiates with, so the floor is the step's own pass.
-            gradients = _Gradients(self.network, loss_fn, optimizer.parameters)
+            gradients = WeightedGradients(self.network, loss_fn, optimizer.parameters)
             self.run = lambda images, labels, weights: gradients(images, labels, ms.mutable((weights,)))[1][0]
 
     def step(self, i):
@@ -194,7 +198,7 @@ class _InputPipeline:
     def __init__(self, options):
         from imbsam.pipeline import TrainBatches
 
-        labels, _ = longtail_dataset()
+        labels = longtail_dataset()[0]
         images = np.random.default_rng(SEED).integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
         self.batches = TrainBatches(images, labels, options["batch_size"], SEED)
         self.epochs = itertools.count(1)
@@ -231,8 +235,9 @@ class _TorchSGD:
         torch.manual_seed(SEED)
         self.torch = torch
         self.network = _torch_resnet(torch, options["arch"]).train()
-        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM,
-                                         weight_decay=WEIGHT_DECAY)
+        train = PAPER["train"]
+        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=train["lr"], momentum=train["momentum"],
+                                         weight_decay=train["weight_decay"])
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.batch_size = options["batch_size"]
         self.images = torch.randn(self.batch_size, 3, 32, 32)
@@ -256,9 +261,9 @@ class _TorchSGD:
 
 
 def _torch_resnet(torch, arch):
-    """PyTorch twins of imbsam.models' networks: LDAM's ResNet-32 (zero-pad shortcuts) and the
-    CIFAR ResNet-34 (3x3 stride-1 stem, projection shortcuts, 4x4 average pool)."""
+    """The PyTorch twin of imbsam.models' network `arch`, built from the same imbsam.architectures entry."""
     nn, functional = torch.nn, torch.nn.functional
+    architecture = ARCHITECTURES[arch]
 
     class PadShortcut(nn.Module):
         def __init__(self, extra):
@@ -281,25 +286,17 @@ def _torch_resnet(torch, arch):
             out = functional.relu(self.bn1(self.conv1(x)))
             return functional.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
-    stem, stages, kind = {
-        "resnet32": (16, [(16, 5), (32, 5), (64, 5)], "pad"),
-        "resnet34": (64, [(64, 3), (128, 4), (256, 6), (512, 3)], "projection"),
-    }[arch]
+    stem = architecture.stem_channels
     layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
-    in_channels = stem
-    for stage_index, (channels, depth) in enumerate(stages):
-        for block_index in range(depth):
-            stride = 2 if stage_index > 0 and block_index == 0 else 1
-            if stride == 1 and in_channels == channels:
-                shortcut = nn.Identity()
-            elif kind == "projection":
-                shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
-                                         nn.BatchNorm2d(channels))
-            else:
-                shortcut = PadShortcut(channels - in_channels)
-            layers.append(BasicBlock(in_channels, channels, stride, shortcut))
-            in_channels = channels
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, NUM_CLASSES)]
+    for in_channels, channels, stride in blocks(architecture):
+        if stride == 1 and in_channels == channels:
+            shortcut = nn.Identity()
+        elif architecture.shortcut == "projection":
+            shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+        else:
+            shortcut = PadShortcut(channels - in_channels)
+        layers.append(BasicBlock(in_channels, channels, stride, shortcut))
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(architecture.stages[-1][0], NUM_CLASSES)]
     return nn.Sequential(*layers)
 
 
@@ -403,11 +400,11 @@ def row_name(name, label):
     return f"{name} [{label}]" if label else name
 
 
-def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=METHODS,
+def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=tuple(METHODS),
         compare_torch=False, modes=MODES, kernels=("auto",)):
     """Measure every row, for each execution mode in `modes` and kernel set in `kernels`; return the
     figures as a JSON-ready dict."""
-    _, tail = longtail_dataset()
+    tail = tail_classes()
     labels = label_batches(batch_size, warmup + steps)
     labels = cover_both_imbsam_paths(labels[:warmup], tail) + labels[warmup:]
     base = {"arch": arch, "batch_size": batch_size, "device": device, "labels": labels}
@@ -416,8 +413,7 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     for label, variant in variants.items():
         options = {**base, **variant}
         plan.update({row_name(name, label): ("pass", {**options, "pass": name}) for name in PASSES})
-        plan.update({row_name(method, label): ("step", {**options, "method": method, "tail": tail})
-                     for method in methods})
+        plan.update({row_name(method, label): ("step", {**options, "method": method}) for method in methods})
     plan[PIPELINE] = ("pipeline", base)
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no MindSpore state is inherited
@@ -457,15 +453,13 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
     tail_free = float(np.mean([not np.isin(batch, tail).any() for batch in timed_labels]))
     backward_ms = {}
     for label in variants:
-        name = {n: row_name(n, label) for n in PASSES + METHODS}
-        forward, forward_backward = (rows[name[p]]["ms_per_step"] for p in PASSES)
+        forward, forward_backward = (rows[row_name(p, label)]["ms_per_step"] for p in PASSES)
         backward = backward_ms[label] = forward_backward - forward
-        floors = {"sgd": forward_backward, "sam": 2 * forward_backward,
-                  "imbsam": tail_free * (forward + backward) + (1 - tail_free) * (2 * forward + 3 * backward)}
-        for method, floor in floors.items():
-            if name[method] in rows:
-                rows[name[method]]["floor_ms"] = floor
-                rows[name[method]]["x_floor"] = rows[name[method]]["ms_per_step"] / floor
+        for method in METHODS.values():
+            row = rows.get(row_name(method.name, label))
+            if row is not None:
+                row["floor_ms"] = method.floor(forward, backward, tail_free)
+                row["x_floor"] = row["ms_per_step"] / row["floor_ms"]
     figures = {
         "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"],
                    "modes": list(dict.fromkeys(v["mode"] for v in variants.values())),
@@ -536,48 +530,23 @@ def _batch_size(text):
     return value
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1 (also used by imbsam.convbench)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
-def _methods(text):
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METHODS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of {','.join(METHODS)}")
-    return tuple(dict.fromkeys(names))
-
-
-def _subset(choices):
-    def parse(text):
-        names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-        if not names or any(name not in choices for name in names):
-            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of {','.join(choices)}")
-        return names
-
-    return parse
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m imbsam.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", choices=ARCHS, default="resnet32")
     parser.add_argument("--batch-size", type=_batch_size, default=64)
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--device", choices=TARGETS, default="auto")
     parser.add_argument("--steps", type=positive_int, default=10, help="timed steps per row (default 10)")
     parser.add_argument("--warmup", type=positive_int, default=2,
                         help="untimed steps first; the first gives the first-step time (default 2)")
     parser.add_argument("--rounds", type=positive_int, default=5,
                         help="interleaved rounds the timed steps are split into (default 5)")
-    parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated (default sgd,sam,imbsam)")
+    parser.add_argument("--methods", type=subset(METHODS), default=tuple(METHODS),
+                        help=f"comma-separated (default {','.join(METHODS)})")
     parser.add_argument("--compare-torch", action="store_true",
                         help="also time the same network's SGD step in PyTorch on the CPU")
-    parser.add_argument("--modes", type=_subset(MODES), default=MODES,
+    parser.add_argument("--modes", type=subset(MODES), default=MODES,
                         help="execution modes side by side, comma-separated (default pynative,graph)")
-    parser.add_argument("--kernels", type=_subset(KERNELS), default=("auto",),
+    parser.add_argument("--kernels", type=subset(KERNELS), default=("auto",),
                         help="kernel sets side by side, comma-separated: auto (what training picks, the "
                              "default), onednn, mindspore")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from imbsam import convbench
+from imbsam.bench import conv as convbench
 
 
 @pytest.mark.parametrize("batch, in_channels, out_channels, size", [(2, 3, 4, 5), (3, 2, 2, 8)])

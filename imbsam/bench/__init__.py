@@ -1,0 +1,25 @@
+"""Benchmarks, on the library's public functions only: `python -m imbsam.bench` (a train step of every
+method against its arithmetic floor, imbsam.bench.step) and `python -m imbsam.bench.conv` (one
+convolution layer, imbsam.bench.conv). How to run and read them: docs/performance.md.
+"""
+
+import argparse
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def subset(choices):
+    """argparse type: a comma-separated subset of `choices`, as a tuple in the order given."""
+    def parse(text):
+        names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+        if not names or any(name not in choices for name in names):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of {','.join(choices)}")
+        return names
+
+    return parse

@@ -1,0 +1,5 @@
+import sys
+
+from imbsam.bench.step import main
+
+sys.exit(main())

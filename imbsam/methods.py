@@ -1,0 +1,77 @@
+"""The methods table: one row per optimizer, so that a new one is a row here, a step function in
+imbsam.optim and a group in params.yaml.
+
+A row names the method (its `train.optimizers` entry and its params.yaml group), its label in reports, its
+params group (the keys, defaults, checks and meanings of that group, which imbsam.params validates), its
+step function (imported only when a step is built, so validating params.yaml loads no MindSpore) and its
+arithmetic floor (what the benchmark sets its step against).
+"""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MethodParams(BaseModel):
+    """A method's params.yaml group; its fields are its step function's keyword arguments unless
+    `step_options` says otherwise."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    def step_options(self, class_counts):
+        """The keyword arguments of the step function, given the training split's per-class counts."""
+        return self.model_dump()
+
+
+class SGDParams(MethodParams):
+    """Plain SGD: nothing beyond train.*."""
+
+
+class SAMParams(MethodParams):
+    rho: float = Field(0.05, ge=0, description="the perturbation's radius")
+
+
+class ImbSAMParams(MethodParams):
+    rho: float = Field(0.05, ge=0, description="the tail perturbation's radius")
+    eta: int = Field(20, ge=0, description="tail classes: training count < eta (20: the 30 few classes at IF 100)")
+    tail_loss_scale: float = Field(2.0, gt=0, description="the tail loss's factor, 2 in the authors' code")
+    bn_update_in_perturbed_pass: bool = Field(
+        True, description="BatchNorm statistics move in the forward at w + eps too, as in the authors' code")
+
+    def step_options(self, class_counts):
+        options = self.model_dump(exclude={"eta"})
+        return {**options, "tail_classes": tail_classes_for(class_counts, self.eta)}
+
+
+def tail_classes_for(class_counts, eta):
+    """ImbSAM's tail: the classes with fewer than eta training images."""
+    return [c for c, n in enumerate(class_counts) if n < eta]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    params: type
+    step: str  # "module:function"
+    # (forward ms, backward ms, share of batches without a tail sample) -> the least a step can take
+    floor: Callable[[float, float, float], float]
+    source: str
+
+    def step_function(self):
+        module, function = self.step.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+METHODS = {method.name: method for method in (
+    Method("sgd", "SGD", SGDParams, "imbsam.optim:sgd", lambda f, b, tail_free: f + b,
+           "SGD with momentum"),
+    Method("sam", "SAM", SAMParams, "imbsam.optim:sam", lambda f, b, tail_free: 2 * (f + b),
+           "Foret et al., ICLR 2021, as run by the ImbSAM authors' code"),
+    # A batch with a tail sample: one forward at w for the head and tail gradients, one at w + eps.
+    Method("imbsam", "ImbSAM", ImbSAMParams, "imbsam.optim:imbsam",
+           lambda f, b, tail_free: tail_free * (f + b) + (1 - tail_free) * (2 * f + 3 * b),
+           "Zhou et al., ICCV 2023"),
+)}

@@ -1,0 +1,80 @@
+"""A throwaway git + DVC copy of the project for tests that run the real pipeline, and the commands they
+run in it."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+
+
+def run(args, cwd, timeout=900):
+    started = time.monotonic()
+    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False, timeout=timeout)
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def show(result):
+    """The whole of a command's outcome, for assertion messages."""
+    return (f"\n$ {' '.join(map(str, result.args))}  (exit {result.returncode}, {result.elapsed:.1f} s)\n"
+            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+
+
+def ok(result):
+    assert result.returncode == 0, show(result)
+    return result
+
+
+def git(cwd, *args):
+    return ok(run(["git", *args], cwd))
+
+
+def dvc(cwd, *args):
+    return run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def commit(root, message):
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def set_params(root, changes):
+    """changes: {dotted key: value}."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *groups, name = dotted.split(".")
+        node = params
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[name] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def ran_stages(result):
+    return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
+
+
+def project_copy(root, archive, md5, changes):
+    """The project's pipeline and library in a new git + DVC repository at root, reading `archive`, with
+    params.yaml `changes`; committed."""
+    root.mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml"):
+        shutil.copy(REPO / name, root / name)
+    for name in ("stages", "imbsam"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    git(root, "init", "-q")
+    for key, value in (("user.name", "Pipeline Test"), ("user.email", "test@example.com"),
+                       ("commit.gpgsign", "false")):
+        git(root, "config", key, value)
+    ok(dvc(root, "init", "-q"))
+    set_params(root, {"data.url": str(archive), "data.md5": md5, **changes})
+    commit(root, "project copy")
+    return root
