@@ -24,29 +24,33 @@ if ! git config user.email >/dev/null 2>&1; then
     export GIT_COMMITTER_EMAIL=${GIT_COMMITTER_EMAIL:-$USER@imbsam.invalid}
 fi
 
-case "${IMBSAM_IMAGE_TARGET:-}" in
-ascend)
-    # CANN's environment: library paths, ASCEND_OPP_PATH, CANN's Python modules.
-    # set_env.sh is written for bash and reads unset variables.
-    if [ -f /usr/local/Ascend/ascend-toolkit/set_env.sh ]; then
+# MindSpore's plugin loader tries the GPU plugin only with CUDA_HOME set, and without a GPU it logs in
+# every process that the plugin cannot load (there is no driver). The first stage stops on a missing
+# GPU anyway, unless device.target=CPU asks for the CPU, which is then all it needs.
+if [ "${IMBSAM_IMAGE_TARGET:-}" = gpu ] && ! compgen -G "/dev/nvidia[0-9]*" >/dev/null; then
+    unset CUDA_HOME
+fi
+
+if [ "${IMBSAM_IMAGE_TARGET:-}" = ascend ]; then
+    # CANN's environment, as the CANN image's own entrypoint (which this one replaces) sets it:
+    # the toolkit (library paths, ASCEND_OPP_PATH, CANN's Python modules), then the compiler's
+    # and NNAL's where the image has them. The scripts are written for bash and read unset variables.
+    toolkit=/usr/local/Ascend/ascend-toolkit/set_env.sh
+    if [ -f "$toolkit" ]; then
         set +u
+        # shellcheck disable=SC1090,SC1091
+        source "$toolkit"
+        for extra in /usr/local/Ascend/cann-*/share/info/ascendnpu-ir/bin/set_env.sh; do
+            # shellcheck disable=SC1090
+            [ -f "$extra" ] && source "$extra"
+        done
         # shellcheck disable=SC1091
-        source /usr/local/Ascend/ascend-toolkit/set_env.sh
+        [ -f /usr/local/Ascend/nnal/atb/set_env.sh ] && source /usr/local/Ascend/nnal/atb/set_env.sh --cxx_abi="${ATB_CXX_ABI:-1}"
         set -u
     else
-        echo "entrypoint: /usr/local/Ascend/ascend-toolkit/set_env.sh not found;" \
-             "is BASE_IMAGE a CANN image?" >&2
+        echo "entrypoint: $toolkit not found; is ASCEND_BASE_IMAGE a CANN image?" >&2
     fi
-    ;;
-gpu)
-    # MindSpore's GPU plugin finds CUDA through these.
-    export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
-    case ":${LD_LIBRARY_PATH:-}:" in
-    *":$CUDA_HOME/lib64:"*) ;;
-    *) export LD_LIBRARY_PATH="$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
-    esac
-    ;;
-esac
+fi
 
 # A volume mounted at $IMBSAM_DVC_CACHE_DIR (default /cache) becomes DVC's cache,
 # through DVC's global config in $HOME: the clone's own .dvc/config is not touched.

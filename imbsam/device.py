@@ -1,4 +1,5 @@
-"""Which device a process trains on (CPU / GPU / Ascend / auto) and in which execution mode.
+"""Which device a process trains on (CPU / GPU / Ascend / auto) and in which execution mode, and the
+checks that can be made of a host before any work (`preflight`).
 
 Call `setup()` once per process, before MindSpore does any tensor work: MindSpore accepts one
 `set_device` per process, and imbsam.kernels.environment's CPU settings must be in the environment
@@ -8,7 +9,10 @@ before `import mindspore` (setup() puts them there first).
 import glob
 import os
 import platform
+import subprocess
 import sys
+import warnings
+from dataclasses import dataclass
 
 from imbsam.errors import InputError
 from imbsam.kernels.environment import ONEDNN_ISA_ENV, prepare_environment
@@ -22,9 +26,27 @@ STEP_MODES = ("graph", "pynative")
 # image that finds no accelerator must say so instead of training on the CPU.
 IMAGE_TARGET_ENV = "IMBSAM_IMAGE_TARGET"
 
+# Which GPUs the gpu image's build runs on, by compute capability, read off its binaries with cuobjdump
+# (docs/docker.md, "Which GPUs"): MindSpore 2.10's kernels carry native code for sm_60 to sm_80 (which
+# every 8.x GPU runs) and PTX for compute_60 and compute_86; cuBLAS 11.11 and cuDNN 8.9.6 native code up
+# to sm_90, and cuDNN none for Blackwell. (lowest capability, how it runs or None, why)
+GPU_SUPPORT = (
+    ((0, 0), None, ("MindSpore 2.10's GPU kernels start at compute capability 6.0 (Pascal), and PTX cannot be "
+                   "compiled for an older GPU")),
+    ((6, 0), "native", ""),
+    ((9, 0), "through PTX JIT", ("MindSpore's kernels have no Hopper code: the driver compiles their PTX on first "
+                                "use, once per driver version with a volume at CUDA_CACHE_PATH")),
+    ((10, 0), None, "cuDNN 8.9, the newest for CUDA 11, has no Blackwell code"),
+)
+# CUDA 11.8's driver. CUDA 11 libraries also run on drivers from 450.80.02, through minor-version
+# compatibility, but those cannot compile the PTX that newer toolkits wrote.
+MIN_DRIVER, MIN_COMPAT_DRIVER = (520, 61, 5), (450, 80, 2)
+NVIDIA_SMI = ("nvidia-smi", "--query-gpu=index,name,compute_cap,driver_version", "--format=csv,noheader")
+_INSTEAD = "use a GPU of compute capability 6.0 to 9.0 (Pascal to Hopper), or train on the CPU: -S device.target=CPU"
+
 _HINTS = {
-    "GPU": "start the container with `--gpus all` (NVIDIA container toolkit) or install the MindSpore GPU "
-           "plugin's CUDA 11.6 + cuDNN 8 libraries",
+    "GPU": "start the container with `--gpus all` (NVIDIA Container Toolkit); outside the image, install the "
+           "driver and requirements-gpu.lock's CUDA libraries (docs/docker.md)",
     "Ascend": "start the container with --device=/dev/davinci0 --device=/dev/davinci_manager "
               "--device=/dev/devmm_svm --device=/dev/hisi_hdc and the /usr/local/Ascend/driver mounts "
               "(see docs/docker.md), or source CANN's set_env.sh",
@@ -33,6 +55,112 @@ _HINTS = {
 
 # The device nodes a GPU or an NPU shows up as, on the host and in a container started with its flags.
 _DEVICE_NODES = {"GPU": "/dev/nvidia[0-9]*", "Ascend": "/dev/davinci[0-9]*"}
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: str
+    name: str
+    capability: tuple  # (major, minor); None where the driver cannot tell (before R510)
+    driver: str
+
+    @property
+    def driver_version(self):
+        return _numbers(self.driver)
+
+    def __str__(self):
+        capability = "unknown" if self.capability is None else ".".join(map(str, self.capability))
+        return f"GPU {self.index}, {self.name} (compute capability {capability}, driver {self.driver})"
+
+
+def _numbers(text):
+    return tuple(int(part) for part in text.strip().split("."))
+
+
+def parse_nvidia_smi(text):
+    """The GPUs of `nvidia-smi --query-gpu=index,name,compute_cap,driver_version --format=csv,noheader`
+    (or the same without compute_cap, which drivers before R510 do not know)."""
+    gpus = []
+    for line in text.strip().splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        index, name, driver = fields[0], fields[1], fields[-1]
+        capability = _numbers(fields[2]) if len(fields) == 4 else None
+        gpus.append(GPU(index, name, capability, driver))
+    return gpus
+
+
+def gpu_support(capability):
+    """(how this build runs on a GPU of that compute capability, or None; why)."""
+    verdict, why = None, ""
+    for lowest, how, reason in GPU_SUPPORT:
+        if capability >= lowest:
+            verdict, why = how, reason
+    return verdict, why
+
+
+def check_gpus(gpus):
+    """InputError naming the first GPU this build cannot run on and what to use instead; a warning for each
+    it runs on only in part (through PTX JIT, or on an old driver); one note per GPU."""
+    notes = []
+    for gpu in gpus:
+        if gpu.driver_version < MIN_COMPAT_DRIVER:
+            raise InputError(f"{gpu}: CUDA 11 needs driver 450.80.02 or newer (520.61.05 for all of this image): "
+                             "upgrade the driver, or train on the CPU: -S device.target=CPU")
+        if gpu.capability is None:
+            how, note = None, "its driver predates R510 and cannot report its compute capability"
+        else:
+            how, why = gpu_support(gpu.capability)
+            if how is None:
+                raise InputError(f"{gpu}: this CUDA 11 build of MindSpore cannot run on it ({why}); {_INSTEAD}")
+            note = f"runs {how}" + (f" ({why})" if why else "")
+        if gpu.driver_version < MIN_DRIVER:
+            note += ("; its driver is older than CUDA 11.8's 520.61.05: it runs through CUDA's minor-version "
+                     "compatibility, where kernels compiled from PTX fail (upgrade the driver)")
+        if how != "native" or gpu.driver_version < MIN_DRIVER:
+            warnings.warn(f"{gpu}: {note}", stacklevel=2)
+        notes.append(f"{gpu}: {note}")
+    return notes
+
+
+def query_gpus():
+    """The visible GPUs as nvidia-smi lists them; None without nvidia-smi (outside the gpu image, no driver
+    utilities)."""
+    try:
+        result = subprocess.run(NVIDIA_SMI, capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:  # a driver before R510 knows no compute_cap
+            result = subprocess.run((NVIDIA_SMI[0], "--query-gpu=index,name,driver_version", NVIDIA_SMI[2]),
+                                    capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_nvidia_smi(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
+
+
+def _image_target():
+    return {"gpu": "GPU", "ascend": "Ascend"}.get(os.environ.get(IMAGE_TARGET_ENV, "").lower())
+
+
+def _missing_device(target):
+    image = _image_target()
+    if image and target == "auto":
+        return InputError(f"this is the {image} image but no {image} is visible: {_HINTS[image]}; "
+                          "or set device.target=CPU to train on the CPU deliberately")
+    return InputError(f"device.target={target} but no {target} is available: {_HINTS[target]}; "
+                      "or set device.target=auto")
+
+
+def preflight(target="auto"):
+    """The checks that need no MindSpore and cost well under a second, for the first thing a stage does:
+    an accelerator image, or device.target, that asks for a device the host does not show stops, and so
+    does a GPU this build cannot run on (nvidia-smi). Returns the GPU notes (empty off a GPU)."""
+    if target not in TARGETS:
+        raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
+    wanted = target if target != "auto" else _image_target()
+    if wanted in _DEVICE_NODES and not glob.glob(_DEVICE_NODES[wanted]):
+        raise _missing_device(target)
+    if target in ("auto", "GPU") and glob.glob(_DEVICE_NODES["GPU"]):
+        gpus = query_gpus()
+        return check_gpus(gpus) if gpus else []
+    return []
 
 
 def _available(ms, target):
@@ -51,18 +179,15 @@ def _available(ms, target):
 def resolve_target(target, ms):
     if target not in TARGETS:
         raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
-    image = {"gpu": "GPU", "ascend": "Ascend"}.get(os.environ.get(IMAGE_TARGET_ENV, "").lower())
     if target == "auto":
         for candidate in ("Ascend", "GPU"):
             if _available(ms, candidate):
                 return candidate
-        if image:
-            raise InputError(f"this is the {image} image but no {image} is visible: {_HINTS[image]}; "
-                             "or set device.target=CPU to train on the CPU deliberately")
+        if _image_target():
+            raise _missing_device(target)
         return "CPU"
     if not _available(ms, target):
-        raise InputError(f"device.target={target} but no {target} is available: {_HINTS[target]}; "
-                         "or set device.target=auto")
+        raise _missing_device(target)
     return target
 
 
@@ -78,8 +203,7 @@ def resolve_mode(mode):
 
 def setup(target="auto", mode="auto", deterministic=False):
     """Select the device and execution mode; return a description for run metadata."""
-    if target not in TARGETS:
-        raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
+    gpu_notes = preflight(target)
     prepare_environment(target)
     import mindspore as ms
 
@@ -104,4 +228,5 @@ def setup(target="auto", mode="auto", deterministic=False):
         "threads": os.cpu_count(),
         "onednn_max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV) if resolved == "CPU" else None,
         "launch_blocking": resolved == "CPU",
+        "gpus": gpu_notes if resolved == "GPU" else [],
     }

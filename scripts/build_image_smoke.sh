@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Build the cpu target of ./Dockerfile without a Docker engine (buildah + debootstrap)
-# and smoke-run the DVC pipeline inside the image on a synthetic archive.
+# Build a target of ./Dockerfile without a Docker engine (buildah + debootstrap), check it,
+# and smoke-run the DVC pipeline inside it on a synthetic archive.
 #
-# Usage: scripts/build_image_smoke.sh [--build-only | --smoke-only] [--no-cache] [--prune]
+# Usage: scripts/build_image_smoke.sh [--target cpu|gpu] [--build-only | --smoke-only] [--no-cache] [--prune]
+#   --target      cpu (default) or gpu. The gpu image is checked without a GPU: every library
+#                 of MindSpore's GPU plugin resolves but the driver's libcuda.so.1, mindspore
+#                 imports, MindSpore's own GPU environment check finds its CUDA and puts
+#                 plugin/gpu11.6 on the library path, and `dvc repro` stops before the download
+#                 naming --gpus all (and downloads with device.target=CPU).
 #   --build-only  build the image and check it (imports, mindspore.run_check, dvc,
-#                 git); no pipeline run. The reduced form for CI.
+#                 git); no pipeline run.
 #   --smoke-only  skip the build; smoke-run an image built before.
 #   --no-cache    rebuild every layer (default: reuse buildah's layer cache).
 #   --prune       afterwards delete dangling images (old layer caches; vfs keeps a
@@ -22,7 +27,7 @@
 #   PYTHON_PREFIX a relocatable CPython 3.11.x (x >= 4) built for Debian 12, e.g. a pyenv
 #                 version [sys.base_prefix of the host's python3 if it qualifies]
 #   BASE_IMAGE    DEBIAN_IMAGE + that Python [localhost/python:3.11-bookworm-local]
-#   IMAGE         image to build and run [localhost/imbsam:cpu]
+#   IMAGE         image to build and run [localhost/imbsam:TARGET]
 #   HOST_CA       CA bundle handed to pip in the build; empty = none
 #                 [/etc/ssl/certs/ca-certificates.crt]
 #   SMOKE_USER    uid:gid the pipeline runs as, like `docker run --user` [1000:1000]
@@ -30,15 +35,22 @@
 set -euo pipefail
 
 mode=full
+target=cpu
 no_cache=()
 prune=0
-for arg in "$@"; do
+while [ $# -gt 0 ]; do
+    arg=$1
+    shift
     case $arg in
+    --target)
+        target=${1:-}
+        shift || true
+        case $target in cpu | gpu) ;; *) echo "--target takes cpu or gpu" >&2; exit 2 ;; esac ;;
     --build-only) mode=build ;;
     --smoke-only) mode=smoke ;;
     --no-cache) no_cache=(--no-cache) ;;
     --prune) prune=1 ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -48,7 +60,7 @@ ROOTFS_CACHE=${ROOTFS_CACHE:-/var/cache/imbsam-build}
 DEBIAN_IMAGE=${DEBIAN_IMAGE:-localhost/debian:bookworm-local}
 BASE_IMAGE=${BASE_IMAGE:-localhost/python:3.11-bookworm-local}
 PYTHON_PREFIX=${PYTHON_PREFIX:-}
-IMAGE=${IMAGE:-localhost/imbsam:cpu}
+IMAGE=${IMAGE:-localhost/imbsam:$target}
 HOST_CA=${HOST_CA-/etc/ssl/certs/ca-certificates.crt}
 SMOKE_USER=${SMOKE_USER:-1000:1000}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
@@ -161,11 +173,11 @@ build_image() {
         [ -r "$HOST_CA" ] || die "HOST_CA=$HOST_CA is not readable"
         ca_args=(--volume "$HOST_CA:/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt)
     fi
-    log "building $IMAGE (target cpu on $BASE_IMAGE)"
+    log "building $IMAGE (target $target on $BASE_IMAGE)"
     local t0
     t0=$(date +%s)
     "${bah[@]}" bud --isolation chroot --layers --force-rm "${no_cache[@]}" \
-        --target cpu --build-arg BASE_IMAGE="$BASE_IMAGE" "${ca_args[@]}" \
+        --target "$target" --build-arg BASE_IMAGE="$BASE_IMAGE" "${ca_args[@]}" \
         -f "$repo/Dockerfile" -t "$IMAGE" "$repo" >&2
     timings[image build]=$(elapsed "$t0")
 }
@@ -186,18 +198,93 @@ check_image() {
         ' >&2
 }
 
+# Without a GPU: what can be checked of the gpu image short of running a kernel.
+check_gpu_image() {
+    log "checking the gpu image without a GPU: libraries, MindSpore's CUDA check, the missing-GPU stop"
+    new_container "$IMAGE"
+    # shellcheck disable=SC2016  # expanded inside the container
+    "${bah[@]}" run --isolation chroot --user "$SMOKE_USER" "$ctr" -- \
+        /usr/local/lib/imbsam/entrypoint.sh bash -c '
+            set -euo pipefail
+            plugin=$(python -c "import importlib.util as u, pathlib as p; print(p.Path(u.find_spec(\"mindspore\").origin).parent / \"lib\" / \"plugin\")")
+            libs=("$plugin"/libmindspore_gpu.so.11.6 "$plugin"/gpu/*.so* "$plugin"/gpu11.6/*.so*)
+            unresolved=$(for lib in "${libs[@]}"; do ldd "$lib" | awk "/not found/ {print \$1}"; done | sort -u)
+            echo "ldd of ${#libs[@]} plugin libraries: unresolved: ${unresolved:-none}"
+            [ "$unresolved" = libcuda.so.1 ] || { echo "only the driver (libcuda.so.1) may be missing"; exit 1; }
+            python -c "import mindspore; print(\"import mindspore:\", mindspore.__version__)"
+            out=$(python - "$plugin" 2>&1 <<PY
+import os, sys
+from mindspore.run_check._check_version import GPUEnvChecker
+checker = GPUEnvChecker(os.path.join(sys.argv[1], "libmindspore_gpu.so.11.6"))
+checker.check_version()
+checker.set_env()
+print("MindSpore GPU check: CUDA", checker.v, "LD_LIBRARY_PATH", os.environ["LD_LIBRARY_PATH"])
+assert checker.v.startswith("11.6."), checker.v
+assert os.path.join(sys.argv[1], "gpu11.6") in os.environ["LD_LIBRARY_PATH"].split(":")
+PY
+            )
+            echo "$out"
+            if grep -E "WARNING|ERROR|Cannot find cuda" <<<"$out"; then echo "MindSpore GPU check complained"; exit 1; fi
+            /opt/cuda/bin/nvcc --version
+            # With CUDA_HOME, as with a GPU: the loader picks the 11.6 build off nvcc and fails on the driver alone.
+            picked=$(CUDA_HOME=/opt/cuda python -c "import mindspore" 2>&1)
+            grep -q "libmindspore_gpu.so.11.6 failed" <<<"$picked" && grep -q "libcuda.so.1" <<<"$picked" \
+                || { echo "the plugin loader did not pick libmindspore_gpu.so.11.6: $picked"; exit 1; }
+            echo "plugin loader: libmindspore_gpu.so.11.6 chosen, stops only at the driver (libcuda.so.1)"
+        ' >&2
+
+    make_workspace
+    new_container "$IMAGE"
+    local out
+    # shellcheck disable=SC2016  # expanded inside the container
+    out=$("${bah[@]}" run --isolation chroot --user "$SMOKE_USER" -v "$workdir/workspace:/workspace" \
+        --workingdir /workspace "$ctr" -- /usr/local/lib/imbsam/entrypoint.sh bash -c '
+            set -uo pipefail
+            source .smoke-init.sh && init_workspace
+            dvc exp run -S "data.url=$archive" -S "data.md5=$md5"
+            echo "exit status $?"
+            test ! -e data/cifar-100-python.tar.gz && echo "nothing downloaded"
+            dvc exp run download -S "data.url=$archive" -S "data.md5=$md5" -S device.target=CPU \
+                && test -s data/cifar-100-python.tar.gz && echo "device.target=CPU downloads"
+        ' 2>&1) || true
+    echo "$out" >&2
+    grep -q -- "--gpus all" <<<"$out" || die "dvc repro without a GPU did not name --gpus all"
+    grep -q "nothing downloaded" <<<"$out" || die "dvc repro without a GPU downloaded before stopping"
+    grep -q "device.target=CPU downloads" <<<"$out" || die "device.target=CPU did not run the download"
+}
+
+# $workdir/workspace: the files a fresh clone has, owned by SMOKE_USER; $workdir/cache for DVC.
+make_workspace() {
+    [ -n "$workdir" ] || workdir=$(mktemp -d /var/tmp/imbsam-smoke.XXXXXX)
+    rm -rf "$workdir/workspace" "$workdir/cache"
+    mkdir "$workdir/workspace" "$workdir/cache"
+    (cd "$repo" && git ls-files -z --cached --others --exclude-standard \
+        | tar --null -T - -cf -) | tar -C "$workdir/workspace" -xf -
+    # Inside the container: a git + DVC repository of the workspace and a synthetic archive
+    # ($archive, $md5), for the commands that follow.
+    cat >"$workdir/workspace/.smoke-init.sh" <<'SH'
+init_workspace() {
+    export GIT_AUTHOR_NAME=smoke GIT_AUTHOR_EMAIL=smoke@localhost
+    export GIT_COMMITTER_NAME=smoke GIT_COMMITTER_EMAIL=smoke@localhost
+    git init -q && git add -A && git commit -qm "smoke snapshot"
+    if [ ! -d .dvc ]; then dvc init -q && git add .dvc && git commit -qm "dvc init"; fi
+    mkdir -p /tmp/imbsam-smoke
+    archive=/tmp/imbsam-smoke/synthetic.tar.gz
+    local out
+    out=$(python -m imbsam.synthetic "$archive" --train-per-class 20 --test-per-class 5)
+    md5=$(grep -oE "\b[0-9a-f]{32}\b" <<<"$out" | tail -n 1)
+    test -n "$md5" || { echo "no md5 in imbsam.synthetic output"; return 1; }
+}
+SH
+    chown -R "$SMOKE_USER" "$workdir/workspace" "$workdir/cache"
+}
+
 smoke_run() {
     log "smoke run: dvc exp run in $IMAGE as uid $SMOKE_USER"
     for f in stages/report.py imbsam/synthetic.py dvc.yaml params.yaml; do
         [ -e "$repo/$f" ] || die "$f is missing: the pipeline is not complete yet"
     done
-    workdir=$(mktemp -d /var/tmp/imbsam-smoke.XXXXXX)
-    mkdir "$workdir/workspace" "$workdir/cache"
-    # The files a fresh clone would have: tracked plus untracked-but-not-ignored.
-    (cd "$repo" && git ls-files -z --cached --others --exclude-standard \
-        | tar --null -T - -cf -) | tar -C "$workdir/workspace" -xf -
-    chown -R "$SMOKE_USER" "$workdir/workspace" "$workdir/cache"
-
+    make_workspace
     new_container "$IMAGE"
     local c=$ctr t0
     t0=$(date +%s)
@@ -207,17 +294,8 @@ smoke_run() {
         -v "$workdir/workspace:/workspace" -v "$workdir/cache:/cache" \
         --workingdir /workspace "$c" -- /usr/local/lib/imbsam/entrypoint.sh bash -c '
             set -euo pipefail
-            export GIT_AUTHOR_NAME=smoke GIT_AUTHOR_EMAIL=smoke@localhost
-            export GIT_COMMITTER_NAME=smoke GIT_COMMITTER_EMAIL=smoke@localhost
-            git init -q && git add -A && git commit -qm "smoke snapshot"
-            if [ ! -d .dvc ]; then dvc init -q && git add .dvc && git commit -qm "dvc init"; fi
+            source .smoke-init.sh && init_workspace
             test "$(dvc cache dir)" = /cache || { echo "DVC cache is not /cache"; exit 1; }
-            mkdir -p /tmp/imbsam-smoke
-            archive=/tmp/imbsam-smoke/synthetic.tar.gz
-            out=$(python -m imbsam.synthetic "$archive" --train-per-class 20 --test-per-class 5)
-            echo "$out"
-            md5=$(grep -oE "\b[0-9a-f]{32}\b" <<<"$out" | tail -n 1)
-            test -n "$md5" || { echo "no md5 in imbsam.synthetic output"; exit 1; }
             dvc exp run \
                 -S "data.url=$archive" -S "data.md5=$md5" -S model.arch=resnet32 \
                 -S train.epochs=1 -S train.max_steps_per_epoch=2 -S "train.seeds=[0]" \
@@ -256,12 +334,19 @@ if [ "$mode" != smoke ]; then
 else
     image_exists "$IMAGE" || die "$IMAGE does not exist: build it first (drop --smoke-only)"
 fi
-[ "$mode" = build ] || smoke_run
+# The gpu image's pipeline needs a GPU: here it is checked for what runs without one.
+if [ "$target" = gpu ]; then
+    t0=$(date +%s)
+    check_gpu_image
+    timings[gpu checks]=$(elapsed "$t0")
+elif [ "$mode" != build ]; then
+    smoke_run
+fi
 
 log "summary"
 size=$("${bah[@]}" images --format '{{.Size}}' "$IMAGE" | head -n 1)
 echo "image $IMAGE: $size"
-for k in debootstrap "image build" "smoke run"; do
+for k in debootstrap "image build" "smoke run" "gpu checks"; do
     if [ -n "${timings[$k]:-}" ]; then echo "$k: ${timings[$k]}"; fi
 done
 echo "total: $(elapsed "$t_start")"

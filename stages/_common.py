@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from imbsam import device
 from imbsam import params as schema
 from imbsam.errors import InputError
 
@@ -16,8 +17,11 @@ PARAMS_FILE = Path("params.yaml")
 
 
 def load_params():
-    """The whole of params.yaml, validated against imbsam.params before the stage does anything else."""
-    return schema.load(PARAMS_FILE)
+    """The whole of params.yaml, validated against imbsam.params, and the host checked for the device it
+    asks for (imbsam.device.preflight), before the stage does anything else."""
+    params = schema.load(PARAMS_FILE)
+    device.preflight(params.device.target)
+    return params
 
 
 def matrix_run(description):

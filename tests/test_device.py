@@ -7,7 +7,8 @@ import sys
 import mindspore as ms
 import pytest
 
-from imbsam.device import IMAGE_TARGET_ENV, resolve_mode, resolve_target
+from imbsam import device
+from imbsam.device import IMAGE_TARGET_ENV, check_gpus, parse_nvidia_smi, preflight, resolve_mode, resolve_target
 from imbsam.errors import InputError
 from imbsam.kernels.environment import restore_user_environment
 
@@ -89,3 +90,95 @@ def test_choosing_the_device_on_a_cpu_host_prints_no_plugin_noise():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "CPU"
     assert "Load dynamic library" not in result.stderr and "not available" not in result.stderr, result.stderr
+
+
+# nvidia-smi --query-gpu=index,name,compute_cap,driver_version --format=csv,noheader, as GPUs of each
+# generation answer it (names and driver branches as those GPUs report them).
+RECORDED = {
+    "kepler": "0, Tesla K80, 3.7, 470.256.02\n1, Tesla K80, 3.7, 470.256.02",
+    "maxwell": "0, Tesla M40 24GB, 5.2, 535.183.01",
+    "pascal": "0, Tesla P100-PCIE-16GB, 6.0, 535.183.01",
+    "volta": "0, Tesla V100-SXM2-32GB, 7.0, 550.54.15\n1, Tesla V100-SXM2-32GB, 7.0, 550.54.15",
+    "turing-old-driver": "0, Tesla T4, 7.5, 470.199.02",
+    "ampere": "0, NVIDIA A100-SXM4-80GB, 8.0, 550.90.07",
+    "ada": "0, NVIDIA GeForce RTX 4090, 8.9, 560.35.03",
+    "hopper": "0, NVIDIA H100 80GB HBM3, 9.0, 550.127.05",
+    "blackwell": "0, NVIDIA B200, 10.0, 570.124.06",
+    "blackwell-consumer": "0, NVIDIA GeForce RTX 5090, 12.0, 575.57.08",
+    "too-old-driver": "0, Tesla V100-PCIE-16GB, 7.0, 418.67",
+}
+
+
+@pytest.mark.parametrize("recorded", ["pascal", "volta", "ampere", "ada"])
+def test_gpus_this_build_runs_natively_pass_quietly(recorded, recwarn):
+    notes = check_gpus(parse_nvidia_smi(RECORDED[recorded]))
+    assert notes and all("runs native" in note for note in notes)
+    assert not recwarn.list
+
+
+def test_a_hopper_gpu_runs_through_ptx_jit_and_says_so():
+    with pytest.warns(UserWarning, match=r"H100 80GB HBM3 \(compute capability 9.0, driver 550.127.05\): runs "
+                                         r"through PTX JIT"):
+        check_gpus(parse_nvidia_smi(RECORDED["hopper"]))
+
+
+@pytest.mark.parametrize(("recorded", "why"), [
+    ("kepler", "start at compute capability 6.0"),
+    ("maxwell", "start at compute capability 6.0"),
+    ("blackwell", "no Blackwell code"),
+    ("blackwell-consumer", "no Blackwell code"),
+])
+def test_a_gpu_this_build_cannot_run_stops_naming_it_and_what_to_use(recorded, why):
+    gpu = parse_nvidia_smi(RECORDED[recorded])[0]
+    with pytest.raises(InputError) as error:
+        check_gpus([gpu])
+    message = str(error.value)
+    assert message.startswith(f"GPU 0, {gpu.name} (compute capability {'.'.join(map(str, gpu.capability))}, ")
+    assert why in message and "Pascal to Hopper" in message and "device.target=CPU" in message
+
+
+def test_old_drivers_warn_or_stop():
+    with pytest.warns(UserWarning, match="older than CUDA 11.8's 520.61.05"):
+        check_gpus(parse_nvidia_smi(RECORDED["turing-old-driver"]))
+    with pytest.raises(InputError, match="CUDA 11 needs driver 450.80.02 or newer"):
+        check_gpus(parse_nvidia_smi(RECORDED["too-old-driver"]))
+    # Before R510 nvidia-smi knows no compute_cap: the capability is unknown, the driver says enough.
+    (gpu,) = parse_nvidia_smi("0, Tesla V100-SXM2-16GB, 470.57.02")
+    assert gpu.capability is None and gpu.driver_version == (470, 57, 2)
+    with pytest.warns(UserWarning, match="cannot report its compute capability"):
+        check_gpus([gpu])
+
+
+def _fake_host(monkeypatch, tmp_path, nodes=(), smi=None):
+    """A host with these device nodes (files named like them) and an nvidia-smi that prints `smi`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for node in nodes:
+        (tmp_path / node).touch()
+    monkeypatch.setattr(device, "_DEVICE_NODES", {"GPU": str(tmp_path / "nvidia[0-9]*"),
+                                                  "Ascend": str(tmp_path / "davinci[0-9]*")})
+    if smi is not None:
+        script = tmp_path / "bin" / "nvidia-smi"
+        script.parent.mkdir()
+        script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{smi}\nEOF\n")
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(("image", "hint"), [("gpu", "--gpus all"), ("ascend", "davinci_manager")])
+def test_preflight_stops_an_accelerator_image_without_its_device(monkeypatch, tmp_path, image, hint):
+    _fake_host(monkeypatch, tmp_path)
+    monkeypatch.setenv(IMAGE_TARGET_ENV, image)
+    with pytest.raises(InputError, match=hint) as error:
+        preflight("auto")
+    assert "device.target=CPU" in str(error.value)
+    assert preflight("CPU") == []
+
+
+def test_preflight_reads_the_gpus_nvidia_smi_lists(monkeypatch, tmp_path):
+    _fake_host(monkeypatch, tmp_path, nodes=["nvidia0"], smi=RECORDED["blackwell"])
+    monkeypatch.setenv(IMAGE_TARGET_ENV, "gpu")
+    with pytest.raises(InputError, match="NVIDIA B200"):
+        preflight("auto")
+    _fake_host(monkeypatch, tmp_path / "v", nodes=["nvidia0", "nvidia1"], smi=RECORDED["volta"])
+    notes = preflight("GPU")
+    assert len(notes) == 2 and notes[1].startswith("GPU 1, Tesla V100-SXM2-32GB")
