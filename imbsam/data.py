@@ -33,7 +33,6 @@ PROFILES = ("exp", "step")
 SPLIT_FILES = ("train_images.npy", "train_labels.npy", "test_images.npy", "test_labels.npy")
 SUMMARY_FILE = "summary.json"
 
-_OFFLINE_HINT = "offline: download the archive elsewhere and set data.url to its local path or file:// URL"
 _CHUNK = 1 << 20
 
 
@@ -148,6 +147,11 @@ def _copy_with_progress(source, part, progress):
             bar.update(len(block))
 
 
+def _offline_hint(part):
+    archive = part.name.removesuffix(".part")
+    return f"offline: download {archive} elsewhere and set data.url to its local path or file:// URL"
+
+
 def _http_download(url, part, timeout, retries, backoff, progress):
     last_error = None
     for attempt in range(retries + 1):
@@ -160,7 +164,8 @@ def _http_download(url, part, timeout, retries, backoff, progress):
             last_error = e
     size = part.stat().st_size if part.exists() else 0
     kept = f"{part} keeps {size} bytes and the next run resumes it; " if size else ""
-    raise InputError(f"could not download {url} after {retries + 1} attempts ({last_error}); {kept}{_OFFLINE_HINT}")
+    raise InputError(f"could not download {url} after {retries + 1} attempts ({last_error}); "
+                     f"{kept}{_offline_hint(part)}")
 
 
 def _http_attempt(url, part, timeout, progress):
@@ -189,7 +194,7 @@ def _http_attempt(url, part, timeout, progress):
             return
         if e.code in (408, 425, 429) or e.code >= 500:
             raise _TransientError(f"HTTP {e.code} {e.reason}") from e
-        raise InputError(f"data.url={url!r}: HTTP {e.code} {e.reason}; check the URL. {_OFFLINE_HINT}") from e
+        raise InputError(f"data.url={url!r}: HTTP {e.code} {e.reason}; check the URL. {_offline_hint(part)}") from e
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise _TransientError(one_line(e)) from e
 

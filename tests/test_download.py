@@ -156,7 +156,7 @@ def test_unreachable_url_suggests_the_offline_route(tmp_path):
         fetch(url, tmp_path / "a.tar.gz", PAYLOAD_MD5, timeout=2, retries=1, backoff=0)
     message = str(error.value)
     assert f"could not download {url} after 2 attempts" in message and "refused" in message
-    assert "set data.url to its local path or file:// URL" in message
+    assert "offline: download a.tar.gz elsewhere and set data.url to its local path or file:// URL" in message
     assert not (tmp_path / "a.tar.gz").exists() and not (tmp_path / "a.tar.gz.part").exists()
 
 
