@@ -1,6 +1,7 @@
 """ImbSAM reproduction library: data, models, optimizers, training, evaluation, reports.
 
-The library knows nothing of DVC or params.yaml; stages/ wires it to the pipeline.
+The library knows nothing of DVC: imbsam.params describes params.yaml, and stages/ turns it into the
+library's arguments.
 """
 
 from imbsam.kernels.environment import prepare_environment
