@@ -154,7 +154,8 @@ def _protocol_keys():
 
 
 # The paper's protocol as dotted params.yaml keys: what the report's comparability check compares with.
-PAPER_PROTOCOL = {key: value for key, value in flatten(defaults()).items() if key in set(_protocol_keys())}
+_PROTOCOL_KEYS = set(_protocol_keys())
+PAPER_PROTOCOL = {key: value for key, value in flatten(defaults()).items() if key in _PROTOCOL_KEYS}
 
 
 def _missing(raw):
