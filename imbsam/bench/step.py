@@ -48,6 +48,7 @@ SEED = 0
 
 PASSES = ("forward", "forward+backward")
 PIPELINE = "input pipeline"
+EVALUATION = "evaluate"
 TORCH_SGD = "torch sgd"
 
 
@@ -120,6 +121,12 @@ class _MindSporeRun:
         return {**self.device, "threads": self.ms.get_context("runtime_num_threads"), "kernels": self.network.kernels,
                 "parameters": sum(p.size for p in self.network.trainable_params())}
 
+    def peak_device_mib(self):
+        """What MindSpore's allocator held at most on the accelerator; None on the CPU, whose figure is the RSS."""
+        if self.device["target"] == "CPU":
+            return None
+        return self.ms.runtime.max_memory_allocated() / 2**20
+
 
 class _MindSporeStep(_MindSporeRun):
     def __init__(self, options):
@@ -174,6 +181,21 @@ class _MindSporePass(_MindSporeRun):
     def sync(self, result):
         # Backward runs from the loss to the input: the first layer's gradient is its last result.
         (result[0] if isinstance(result, tuple) else result).asnumpy()
+
+
+class _MindSporeEvaluation(_MindSporeRun):
+    """The per-epoch test pass: eval mode (BatchNorm reading its running statistics), batches of
+    eval.batch_size, as imbsam.train evaluates after every epoch."""
+
+    def __init__(self, options):
+        super().__init__({**options, "batch_size": PAPER["eval"]["batch_size"]})
+        self.network.set_train(False)
+
+    def step(self, i):
+        return self.batch_size, self.network(self.images)
+
+    def sync(self, result):
+        result.asnumpy()
 
 
 def _forward_cell(nn, network, loss_fn):
@@ -300,7 +322,8 @@ def _torch_resnet(torch, arch):
     return nn.Sequential(*layers)
 
 
-_KINDS = {"step": _MindSporeStep, "pass": _MindSporePass, "pipeline": _InputPipeline, "torch": _TorchSGD}
+_KINDS = {"step": _MindSporeStep, "pass": _MindSporePass, "evaluation": _MindSporeEvaluation,
+          "pipeline": _InputPipeline, "torch": _TorchSGD}
 
 
 # ---- worker processes ----
@@ -340,7 +363,8 @@ def _serve(conn, kind, options):
             wall = time.perf_counter() - start
             conn.send({"seconds": wall, "cpu_seconds": _cpu_seconds() - cpu, "images": images})
         position += count
-    conn.send({"peak_rss_mib": _peak_rss_mib()})
+    peak_device = getattr(bench, "peak_device_mib", lambda: None)()
+    conn.send({"peak_rss_mib": _peak_rss_mib(), "peak_device_mib": peak_device})
 
 
 class WorkerError(RuntimeError):
@@ -368,9 +392,9 @@ class _Worker:
         return self.receive()
 
     def finish(self):
-        peak = self.call(None)["peak_rss_mib"]
+        peaks = self.call(None)
         self.process.join()
-        return peak
+        return peaks
 
     def stop(self):
         if self.process.is_alive():
@@ -401,9 +425,15 @@ def row_name(name, label):
 
 
 def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=tuple(METHODS),
-        compare_torch=False, modes=MODES, kernels=("auto",)):
+        compare_torch=False, modes=MODES, kernels=("auto",), floors=True, pipeline=True, evaluation=False,
+        one_at_a_time=False):
     """Measure every row, for each execution mode in `modes` and kernel set in `kernels`; return the
-    figures as a JSON-ready dict."""
+    figures as a JSON-ready dict.
+
+    floors: also time the network's passes, which the methods' floors are made of; pipeline: the input
+    pipeline; evaluation: the per-epoch test pass. one_at_a_time: each row's worker runs all its steps and
+    exits before the next starts (no interleaved rounds), so only one holds memory at a time: for a device
+    that several processes would have to share."""
     tail = tail_classes()
     labels = label_batches(batch_size, warmup + steps)
     labels = cover_both_imbsam_paths(labels[:warmup], tail) + labels[warmup:]
@@ -412,34 +442,50 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     plan = {}
     for label, variant in variants.items():
         options = {**base, **variant}
-        plan.update({row_name(name, label): ("pass", {**options, "pass": name}) for name in PASSES})
+        if floors:
+            plan.update({row_name(name, label): ("pass", {**options, "pass": name}) for name in PASSES})
         plan.update({row_name(method, label): ("step", {**options, "method": method}) for method in methods})
-    plan[PIPELINE] = ("pipeline", base)
+        if evaluation:
+            plan[row_name(EVALUATION, label)] = ("evaluation", options)
+    if pipeline:
+        plan[PIPELINE] = ("pipeline", base)
+    if compare_torch:
+        plan[TORCH_SGD] = ("torch", {**base, "environment": USER_ENVIRONMENT})
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no MindSpore state is inherited
-    workers = {name: _Worker(context, name, kind, options) for name, (kind, options) in plan.items()}
+    described, rows = {}, {}
+    for group in ([{name: row} for name, row in plan.items()] if one_at_a_time else [plan]):
+        _measure(context, group, steps, warmup, rounds, described, rows)
+    for label, variant in variants.items():
+        variant["resolved_kernels"] = described[row_name(methods[0], label)]["kernels"]
+    return _figures(rows, described, described[row_name(methods[0], next(iter(variants)))], labels[warmup:], tail,
+                    steps, warmup, rounds, arch, batch_size, variants)
+
+
+def _measure(context, plan, steps, warmup, rounds, described, rows):
+    """Start a worker per row of plan, warm them up, time them in interleaved rounds and take their peaks,
+    into described and rows. PyTorch's row starts last, with the thread count MindSpore's rows reported."""
+    workers = {}
     try:
-        described = {name: worker.receive() for name, worker in workers.items()}
-        mindspore = described[row_name(PASSES[0], next(iter(variants)))]
-        if compare_torch:
-            options = {**base, "threads": mindspore["threads"], "environment": USER_ENVIRONMENT}
-            workers[TORCH_SGD] = _Worker(context, TORCH_SGD, "torch", options)
+        for name, (kind, options) in plan.items():
+            if kind != "torch":
+                workers[name] = _Worker(context, name, kind, options)
+        described.update({name: worker.receive() for name, worker in workers.items()})
+        if TORCH_SGD in plan:
+            threads = next(d["threads"] for d in described.values() if "mindspore" in d)
+            workers[TORCH_SGD] = _Worker(context, TORCH_SGD, "torch", {**plan[TORCH_SGD][1], "threads": threads})
             described[TORCH_SGD] = workers[TORCH_SGD].receive()
-        rows = {name: worker.call(("warm", warmup)) for name, worker in workers.items()}
+        rows.update({name: worker.call(("warm", warmup)) for name, worker in workers.items()})
         for size in _round_sizes(steps, rounds):
             for name, worker in workers.items():  # one worker at a time: the others wait for a command
                 timed = worker.call(("time", size))
                 for key, value in timed.items():
                     rows[name][key] = rows[name].get(key, 0) + value
         for name, worker in workers.items():
-            rows[name]["peak_rss_mib"] = worker.finish()
+            rows[name].update(worker.finish())
     finally:
         for worker in workers.values():
             worker.stop()
-    for label, variant in variants.items():
-        variant["resolved_kernels"] = described[row_name(PASSES[0], label)]["kernels"]
-    return _figures(rows, described, mindspore, labels[warmup:], tail, steps, warmup, rounds, arch, batch_size,
-                    variants)
 
 
 def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, rounds, arch, batch_size, variants):
@@ -453,6 +499,8 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
     tail_free = float(np.mean([not np.isin(batch, tail).any() for batch in timed_labels]))
     backward_ms = {}
     for label in variants:
+        if row_name(PASSES[0], label) not in rows:
+            continue
         forward, forward_backward = (rows[row_name(p, label)]["ms_per_step"] for p in PASSES)
         backward = backward_ms[label] = forward_backward - forward
         for method in METHODS.values():
@@ -495,19 +543,26 @@ def format_report(figures):
         "step - a timed step"),
     ]
     headers = ["", "img/s", "ms/step", "floor ms", "x floor", "1st step s", "compile s", "peak RSS MiB",
-               "cores busy"]
+               "peak device MiB", "cores busy"]
     table = [[name, row["img_per_s"], row["ms_per_step"], row.get("floor_ms"), row.get("x_floor"),
-              row["first_step_s"], row["compile_s"], row["peak_rss_mib"], row["cores_busy"]]
+              row["first_step_s"], row["compile_s"], row["peak_rss_mib"], row.get("peak_device_mib"),
+              row["cores_busy"]]
              for name, row in figures["rows"].items()]
-    lines.append(tabulate(table, headers, floatfmt=("", ".1f", ".1f", ".1f", ".2f", ".2f", ".1f", ".0f", ".2f"),
-                          missingval=""))
+    floatfmt = ["", ".1f", ".1f", ".1f", ".2f", ".2f", ".1f", ".0f", ".0f", ".2f"]
+    if all(row[8] is None for row in table):  # the CPU: its memory is the RSS
+        for column in (headers, floatfmt, *table):
+            del column[8]
+    lines.append(tabulate(table, headers, floatfmt=floatfmt, missingval=""))
+    if EVALUATION in " ".join(figures["rows"]):
+        lines.append(f"{EVALUATION}: the per-epoch test pass, eval mode, batches of {PAPER['eval']['batch_size']}")
     backward = ", ".join(f"{ms:.1f} ms" + (f" ({label})" if label else "")
                          for label, ms in figures["backward_ms"].items())
-    lines.append(
-        f"floors: f = forward, b = forward+backward - f = {backward}; sgd f+b, sam 2(f+b), "
-        f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
-        f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
-        f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
+    if backward:
+        lines.append(
+            f"floors: f = forward, b = forward+backward - f = {backward}; sgd f+b, sam 2(f+b), "
+            f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
+            f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
+            f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
     picked = {v["resolved_kernels"] for v in config["variants"].values() if v["kernels"] == "auto"}
     lines.append(f"train.mode=auto trains in {resolve_mode('auto')} mode"
                  + "".join(f"; train.kernels=auto picked {kernels} kernels here" for kernels in picked))
