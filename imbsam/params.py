@@ -241,3 +241,14 @@ def override(params, changes):
             node = node[section]
         node[key] = value
     return validate(raw, "override")
+
+
+# The README's quick run: every stage on the full-size data, the cheap ResNet-32, 2 epochs of 20 steps, and a
+# per-step schedule (the authors' trains the last epoch at learning rate 0, half of a 2-epoch run).
+QUICK_RUN = {"model.arch": "resnet32", "train.epochs": 2, "train.max_steps_per_epoch": 20,
+             "train.schedule": "step_cosine"}
+
+
+def exp_run_command(changes):
+    """The `dvc exp run -S key=value ...` that makes these changes."""
+    return "dvc exp run " + " ".join(f"-S {key}={value}" for key, value in changes.items())

@@ -7,9 +7,7 @@ An interrupted run resumes from its last finished epoch when the command is run 
 from _common import main_guard, matrix_run
 
 from imbsam.device import resolve_mode, setup
-
-QUICK_RUN = ("dvc exp run -S model.arch=resnet32 -S train.epochs=2 -S train.max_steps_per_epoch=20 "
-             "-S train.schedule=step_cosine (see README: Quick CPU run)")
+from imbsam.params import QUICK_RUN, exp_run_command
 
 
 def main():
@@ -21,9 +19,10 @@ def main():
     from imbsam.train import TrainConfig, train
 
     name = f"{optimizer}-{seed}"
+    quick_run = f"{exp_run_command(QUICK_RUN)} (see README: Quick CPU run)"
     train(TrainConfig.from_params(params, optimizer, seed), load_split("data/split"), out_dir=f"runs/{name}",
           resume_dir=".resume", live_dir=f"runs/{name}/live", device=device, kernels=params.train.kernels,
-          mode=resolve_mode(params.train.mode), quick_run_hint=QUICK_RUN)
+          mode=resolve_mode(params.train.mode), quick_run_hint=quick_run)
 
 
 if __name__ == "__main__":
