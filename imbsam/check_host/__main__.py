@@ -1,0 +1,5 @@
+import sys
+
+from imbsam.check_host import main
+
+sys.exit(main())
