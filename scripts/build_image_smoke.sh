@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build a target of ./Dockerfile without a Docker engine (buildah + debootstrap), check it,
-# and smoke-run the DVC pipeline inside it on a synthetic archive.
+# and smoke-run the DVC pipeline inside it on a synthetic archive, then `python -m imbsam.check_host`.
 #
 # Usage: scripts/build_image_smoke.sh [--target cpu|gpu] [--build-only | --smoke-only] [--no-cache] [--prune]
 #   --target      cpu (default) or gpu. The gpu image is checked without a GPU: every library
 #                 of MindSpore's GPU plugin resolves but the driver's libcuda.so.1, mindspore
 #                 imports, MindSpore's own GPU environment check finds its CUDA and puts
 #                 plugin/gpu11.6 on the library path, and `dvc repro` stops before the download
-#                 naming --gpus all (and downloads with device.target=CPU).
+#                 naming --gpus all (and downloads with device.target=CPU), as does the host check.
 #   --build-only  build the image and check it (imports, mindspore.run_check, dvc,
 #                 git); no pipeline run.
 #   --smoke-only  skip the build; smoke-run an image built before.
@@ -274,11 +274,15 @@ PY
             test ! -e data/cifar-100-python.tar.gz && echo "nothing downloaded"
             dvc exp run download -S "data.url=$archive" -S "data.md5=$md5" -S device.target=CPU \
                 && test -s data/cifar-100-python.tar.gz && echo "device.target=CPU downloads"
+            python -m imbsam.check_host --out /tmp/host-check
+            echo "check_host exit status $?"
         ' 2>&1) || true
     echo "$out" >&2
     grep -q -- "--gpus all" <<<"$out" || die "dvc repro without a GPU did not name --gpus all"
     grep -q "nothing downloaded" <<<"$out" || die "dvc repro without a GPU downloaded before stopping"
     grep -q "device.target=CPU downloads" <<<"$out" || die "device.target=CPU did not run the download"
+    grep -q "check_host exit status 1" <<<"$out" && grep -q "^FAIL: the host section stopped: .*--gpus all" <<<"$out" \
+        || die "python -m imbsam.check_host without a GPU did not fail naming --gpus all"
 }
 
 # $workdir/workspace: the files a fresh clone has, owned by SMOKE_USER; $workdir/cache for DVC.
@@ -329,6 +333,9 @@ smoke_run() {
                 -S train.epochs=1 -S train.max_steps_per_epoch=2 -S "train.seeds=[0]" \
                 -S train.schedule=step_cosine
             test -s reports/report.md
+            # The host check, every section, on the cheap network only; it leaves the workspace as it was.
+            python -m imbsam.check_host --archs resnet32 --steps 1 --out /tmp/host-check
+            grep -q "^\*\*PASS: sgd, sam, imbsam give the authors. update" /tmp/host-check/host-check.md
         ' >&2
     timings[smoke run]=$(elapsed "$t0")
 
