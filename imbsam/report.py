@@ -271,7 +271,7 @@ def _device(info):
         return "n/a"
     threads = f", {info['threads']} threads" if info.get("threads") else ""
     kernels = f", {info['kernels']} kernels" if info.get("kernels") else ""
-    return f"{info.get('target', '?')} ({info.get('mode', '?')}{threads}{kernels})"
+    return f"{info.get('slot') or info.get('target', '?')} ({info.get('mode', '?')}{threads}{kernels})"
 
 
 def runs_table(trains):

@@ -55,7 +55,7 @@ def main():
     name = f"{optimizer}-{seed}"
     run = read_run(name, arch)
 
-    info = device.setup(params.device.target)
+    info = device.setup(params.device.target, claim_device=True)
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
     from imbsam.data import load_split
     from imbsam.evaluate import evaluate_checkpoint

@@ -182,3 +182,64 @@ def test_preflight_reads_the_gpus_nvidia_smi_lists(monkeypatch, tmp_path):
     _fake_host(monkeypatch, tmp_path / "v", nodes=["nvidia0", "nvidia1"], smi=RECORDED["volta"])
     notes = preflight("GPU")
     assert len(notes) == 2 and notes[1].startswith("GPU 1, Tesla V100-SXM2-32GB")
+
+
+# ---- claims: which device a run takes ----
+
+CLAIMANT = """
+import sys, time
+from imbsam import device
+slot = device.claim("CPU", say=lambda line: print(line, flush=True), poll_seconds=0.1)
+print("claimed", slot.index, slot.cores, flush=True)
+time.sleep(600)
+"""
+
+
+def claimant(tmp_path, slots=2):
+    env = {**os.environ, device.CPU_SLOTS_ENV: str(slots), device.LOCK_DIR_ENV: str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-c", CLAIMANT], env=env, stdout=subprocess.PIPE, text=True)
+
+
+def test_runs_claim_distinct_slots_wait_for_a_free_one_and_get_a_killed_ones(tmp_path):
+    started = []
+    try:
+        for _ in range(3):
+            started.append(claimant(tmp_path))
+        lines = [process.stdout.readline() for process in started]
+        claimed = sorted(line.split()[1] for line in lines if line.startswith("claimed"))
+        assert claimed == ["0", "1"], lines
+        waiting, said = next((process, line) for process, line in zip(started, lines) if not line.startswith("claimed"))
+        assert said.startswith("waiting for a free CPU: all of 0, 1 are held by other runs"), said
+        holder = next(process for process, line in zip(started, lines) if line.split()[:2] == ["claimed", "0"])
+        holder.kill()  # SIGKILL: the kernel releases its lock
+        assert waiting.stdout.readline().split()[:2] == ["claimed", "0"]
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+
+
+def test_cpu_slots_split_the_cores():
+    cores = sorted(os.sched_getaffinity(0))
+    shares = [device._cores_of(slot, 2) for slot in range(2)]
+    assert sorted(sum(shares, ())) == cores and all(shares)
+    assert device._cores_of(3, len(cores) + 2) == (cores[3 % len(cores)],)  # more slots than cores: one each
+
+
+def test_the_pool_is_the_listed_or_the_visible_devices(monkeypatch):
+    monkeypatch.setattr(device.glob, "glob", lambda pattern: [f"/dev/nvidia{i}" for i in range(4)])
+    monkeypatch.delenv(device.DEVICES_ENV, raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert device.device_pool("GPU") == (0, 1, 2, 3)
+    monkeypatch.setenv(device.DEVICES_ENV, "0,3")
+    assert device.device_pool("GPU") == (0, 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6")  # a scheduler's two GPUs, numbered 0 and 1 by MindSpore
+    with pytest.raises(InputError, match=r"IMBSAM_DEVICES=0,3 names device 3, but this host shows 2 GPU"):
+        device.device_pool("GPU")
+    for bad in ("0,0", "a", "1;2"):
+        monkeypatch.setenv(device.DEVICES_ENV, bad)
+        with pytest.raises(InputError, match="must list distinct device ids"):
+            device.device_pool("GPU")
+    monkeypatch.setenv(device.CPU_SLOTS_ENV, "0")
+    with pytest.raises(InputError, match="IMBSAM_CPU_SLOTS='0' must be a whole number >= 1"):
+        device.device_pool("CPU")
