@@ -6,6 +6,10 @@ schedule position, history). The data order and augmentation of an epoch derive 
 after an interruption (Ctrl-C, SIGTERM, kill -9) continues from the last finished epoch
 and, on the CPU, ends with the same weights as an uninterrupted run. A checkpoint is only
 reused by a run with the same configuration (its hash names the folder).
+
+Runs started together (scripts/run_matrix.py) train in DVC's temporary experiment workspaces, which go
+when the experiment ends: IMBSAM_RESUME_DIR puts the checkpoints elsewhere, and each run also keeps a
+status file there (device, epoch, seconds per epoch) for the launcher to show.
 """
 
 import contextlib
@@ -64,6 +68,26 @@ class TrainConfig:
     def digest(self, data_fingerprint):
         text = json.dumps({"config": asdict(self), "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+RESUME_DIR_ENV = "IMBSAM_RESUME_DIR"
+
+
+def resume_root():
+    """Where unfinished runs checkpoint: IMBSAM_RESUME_DIR, else .resume in the working directory."""
+    return Path(os.environ.get(RESUME_DIR_ENV) or ".resume")
+
+
+def status_file(resume_dir, name):
+    return Path(resume_dir) / "status" / f"{name}.json"
+
+
+def _write_json(path, value):
+    """Whole or not at all: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(tmp, path)
 
 
 class _Checkpoints:
@@ -204,6 +228,12 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
         f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
         f"device {device.get('target', '?')} ({mode}, {network.kernels} kernels)")
     _say_epochs_at_zero(log, config, epochs_at_zero(schedule, batches.steps_per_epoch))
+    started, resumed_after = time.time(), state["epoch"]
+    status = {"run": f"{config.method}-{config.seed}", "pid": os.getpid(), "device": device.get("slot")
+              or device.get("target"), "epochs": config.epochs, "epoch": state["epoch"], "epoch_seconds": None,
+              "started_at": started, "finished": False}
+    status_path = status_file(resume_dir, status["run"])
+    _write_json(status_path, status)
     with _sigterm_as_interrupt():
         try:
             for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -238,6 +268,8 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
                 state = checkpoints.save(epoch, network, optimizer, state, improved)
                 if live:
                     live.log(record)
+                status.update(epoch=epoch, epoch_seconds=time.perf_counter() - epoch_started)
+                _write_json(status_path, status)
                 log(f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}, test acc {_pct(test['all'])} "
                     f"(many {_pct(test['many'])}, medium {_pct(test['medium'])}, few {_pct(test['few'])}), "
                     f"{seen / train_seconds:.0f} img/s")
@@ -261,9 +293,12 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
         "wall_time_s": round(state["wall_seconds"], 3),
         "train_img_per_s": round(state["train_images"] / max(state["train_seconds"], 1e-9), 2),
         "device": device, "config": asdict(config), "history": state["history"],
+        # This process's training, in seconds since the epoch: a resumed run's part after `resumed_after_epoch`.
+        "started_at": round(started, 3), "finished_at": round(time.time(), 3), "resumed_after_epoch": resumed_after,
     }
     (out_dir / "train.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
     shutil.rmtree(checkpoints.folder)
+    _write_json(status_path, {**status, "finished": True})
     return metadata
 
 

@@ -13,15 +13,15 @@ from imbsam.params import QUICK_RUN, exp_run_command
 def main():
     params, optimizer, seed = matrix_run(__doc__)
 
-    device = setup(params.device.target, params.train.mode)
+    device = setup(params.device.target, params.train.mode, claim_device=True)
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
     from imbsam.data import load_split
-    from imbsam.train import TrainConfig, train
+    from imbsam.train import TrainConfig, resume_root, train
 
     name = f"{optimizer}-{seed}"
     quick_run = f"{exp_run_command(QUICK_RUN)} (see README: Quick CPU run)"
     train(TrainConfig.from_params(params, optimizer, seed), load_split("data/split"), out_dir=f"runs/{name}",
-          resume_dir=".resume", live_dir=f"runs/{name}/live", device=device, kernels=params.train.kernels,
+          resume_dir=resume_root(), live_dir=f"runs/{name}/live", device=device, kernels=params.train.kernels,
           mode=resolve_mode(params.train.mode), quick_run_hint=quick_run)
 
 
