@@ -45,6 +45,22 @@ class ImbSAMParams(MethodParams):
         return {**options, "tail_classes": tail_classes_for(class_counts, self.eta)}
 
 
+class FocalSAMParams(MethodParams):
+    """Focal-SAM's CIFAR-100-LT ResNet-32 values in its authors' CIFAR script; there CIFAR-10-LT takes
+    rho 0.2, gamma 3.0, sharpness 0.5, and both pair it with the logit-adjusted loss."""
+
+    rho: float = Field(0.3, ge=0, description="the perturbation's radius")
+    gamma: float = Field(3.2, ge=0, description="c_k = sharpness * (1 - n_k / N) ** gamma: how fast c falls with n_k")
+    sharpness: float = Field(0.8, ge=0, le=1, description="c_k's scale (the paper's lambda): the weight of the "
+                             "sharpness term")
+    adaptive: bool = Field(False, description="ASAM's scale-invariant eps, off in every script of the authors")
+
+    def step_options(self, class_counts):
+        total = sum(class_counts)
+        weights = [self.sharpness * (1 - count / total) ** self.gamma for count in class_counts]
+        return {"rho": self.rho, "class_weights": weights, "adaptive": self.adaptive}
+
+
 def tail_classes_for(class_counts, eta):
     """ImbSAM's tail: the classes with fewer than eta training images."""
     return [c for c, n in enumerate(class_counts) if n < eta]
@@ -74,4 +90,7 @@ METHODS = {method.name: method for method in (
     Method("imbsam", "ImbSAM", ImbSAMParams, "imbsam.optim:imbsam",
            lambda f, b, tail_free: tail_free * (f + b) + (1 - tail_free) * (2 * f + 3 * b),
            "Zhou et al., ICCV 2023"),
+    # One forward at w for the clean and the focal gradients, one at w + eps.
+    Method("focal_sam", "Focal-SAM", FocalSAMParams, "imbsam.optim:focal_sam", lambda f, b, tail_free: 2 * f + 3 * b,
+           "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)"),
 )}

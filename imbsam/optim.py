@@ -95,6 +95,20 @@ def _(scale, w, g):
     return ops.assign_add(w, g * scale)
 
 
+_times_squared = ops.MultitypeFuncGraph("times_squared")
+_times_abs = ops.MultitypeFuncGraph("times_abs")
+
+
+@_times_squared.register("Tensor", "Tensor")
+def _(w, g):
+    return w * w * g
+
+
+@_times_abs.register("Tensor", "Tensor")
+def _(w, g):
+    return ops.abs(w) * g
+
+
 @_add.register("Tensor", "Tensor")
 def _(a, b):
     return a + b
@@ -106,17 +120,29 @@ def _(keep, stat, saved):
 
 
 class _Perturb(nn.Cell):
-    """w <- w + eps, eps = rho * g / (||g|| + 1e-16); returns the scale, from which _Update recomputes
-    the same eps, bit for bit, to subtract (w + eps - eps, as in the authors' code), so no copy is kept."""
+    """w <- w + eps, eps = rho * d / (||n|| + floor), with d = n = g for SAM (the floor 1e-16 in the ImbSAM
+    authors' code, 1e-12 in Focal-SAM's). Returns the scale, from which _Update recomputes the same eps, bit for
+    bit, to subtract (w + eps - eps, as in the ImbSAM authors' code), so no copy of w is kept."""
 
     def __init__(self, weights):
         super().__init__(auto_prefix=False)
         self.weights = weights
 
-    def construct(self, grads, rho):
-        scale = rho / (ops.sqrt(ops.addn(_hyper_map(_squared_sum, grads))) + 1e-16)
-        _hyper_map(ops.partial(_add_scaled, scale), self.weights, grads)
+    def construct(self, direction, norm_of, rho, floor):
+        scale = rho / (ops.sqrt(ops.addn(_hyper_map(_squared_sum, norm_of))) + floor)
+        _hyper_map(ops.partial(_add_scaled, scale), self.weights, direction)
         return scale
+
+
+class _Adaptive(nn.Cell):
+    """ASAM's perturbation as Focal-SAM's code has it: direction w * w * g, its norm taken of |w| * g."""
+
+    def __init__(self, weights):
+        super().__init__(auto_prefix=False)
+        self.weights = weights
+
+    def construct(self, grads):
+        return _hyper_map(_times_squared, self.weights, grads), _hyper_map(_times_abs, self.weights, grads)
 
 
 class _Update(nn.Cell):
@@ -175,6 +201,7 @@ class StepParts:
         weights = optimizer.parameters
         self.mode = mode
         self._gradients, self._perturb = WeightedGradients(network, loss_fn, weights), _Perturb(weights)
+        self._adaptive = _Adaptive(weights)
         self._update = _Update(optimizer)
         self.stats = _RunningStats(network)
 
@@ -191,23 +218,26 @@ class StepParts:
         self.stats("restore")
         return loss, (first, second)
 
-    def perturbed_gradients(self, images, labels, sample_weights, grads_at_w, rho, move_stats=True):
-        """w <- w + eps, eps = rho * g / (||g|| + 1e-16) for g = grads_at_w; return the gradient of the
-        weighted loss at w + eps and the scale that undoes eps in `update`. move_stats=False keeps the
-        BatchNorm running statistics from moving in that forward pass."""
-        scale = self._perturb(ms.mutable(grads_at_w), rho)
+    def perturbed_gradients(self, images, labels, sample_weights, grads_at_w, rho, move_stats=True, floor=None,
+                            adaptive=False):
+        """w <- w + eps from g = grads_at_w (see _Perturb; adaptive: _Adaptive's); return the gradient of the
+        weighted loss at w + eps and the perturbation, which `update` or `undo` takes off again. move_stats=False
+        keeps the BatchNorm running statistics from moving in that forward pass."""
+        grads_at_w = ms.mutable(grads_at_w)
+        direction, norm_of = self._adaptive(grads_at_w) if adaptive else (grads_at_w, grads_at_w)
+        scale = self._perturb(direction, norm_of, rho, _SAM_FLOOR if floor is None else floor)
         if not move_stats:
             self.stats("save")
         _, (grads,) = self._gradients(images, labels, ms.mutable((sample_weights,)))
         if not move_stats:
             self.stats("restore")
-        return grads, scale
+        return grads, (direction, scale)
 
-    def update(self, grads, more_grads=(), perturbed_by=(), scale=None):
-        """Undo w + scale * perturbed_by (if given), then one base-optimizer step on grads (+ more_grads)."""
+    def update(self, grads, more_grads=(), perturbation=None):
+        """Undo the perturbation (if given), then one base-optimizer step on grads (+ more_grads)."""
+        direction, scale = perturbation or ((), _ONE)
         # Tuples of tensors enter a graph as ms.mutable: as plain tuples, each new one recompiles it.
-        self._update(*(ms.mutable(t) if t else t for t in (grads, more_grads, perturbed_by)),
-                     _ONE if scale is None else scale)
+        self._update(*(ms.mutable(t) if t else t for t in (grads, more_grads, direction)), scale)
 
     @staticmethod
     def uniform(labels):
@@ -216,6 +246,7 @@ class StepParts:
 
 
 _ONE = Tensor(1.0, ms.float32)
+_SAM_FLOOR = Tensor(1e-16, ms.float32)  # what eps's norm is offset by in the ImbSAM authors' SAM
 
 
 def _rho(rho):
@@ -240,8 +271,8 @@ def sam(parts, rho=0.05, bn_update_in_perturbed_pass=True):
     def step(images, labels):
         weights = parts.uniform(labels)
         loss, (grads,) = parts.gradients(images, labels, weights)
-        perturbed, scale = parts.perturbed_gradients(images, labels, weights, grads, rho, bn_update_in_perturbed_pass)
-        parts.update(perturbed, perturbed_by=grads, scale=scale)
+        perturbed, eps = parts.perturbed_gradients(images, labels, weights, grads, rho, bn_update_in_perturbed_pass)
+        parts.update(perturbed, perturbation=eps)
         return loss
 
     return step
@@ -271,9 +302,34 @@ def imbsam(parts, rho=0.05, tail_classes=(), tail_loss_scale=2.0, bn_update_in_p
             return loss
         tail = Tensor(np.where(is_tail, tail_loss_scale / len(labels_np), 0.0).astype(np.float32))
         loss, (head_grads, tail_grads) = parts.gradients(images, labels, head, tail)
-        perturbed_tail, scale = parts.perturbed_gradients(images, labels, tail, tail_grads, rho,
-                                                          bn_update_in_perturbed_pass)
-        parts.update(perturbed_tail, head_grads, perturbed_by=tail_grads, scale=scale)
+        perturbed_tail, eps = parts.perturbed_gradients(images, labels, tail, tail_grads, rho,
+                                                        bn_update_in_perturbed_pass)
+        parts.update(perturbed_tail, head_grads, perturbation=eps)
+        return loss
+
+    return step
+
+
+_FOCAL_SAM_FLOOR = Tensor(1e-12, ms.float32)  # Focal-SAM's code offsets eps's norm by 1e-12
+
+
+def focal_sam(parts, rho=0.3, class_weights=(), adaptive=False):
+    """Focal-SAM, as its authors' code runs it: per class c_k = sharpness * (1 - n_k / N) ** gamma (class_weights);
+    the gradient of sum (1 - c_y) l_i / B at w plus that of sum c_y l_i / B at w + eps, eps from the latter's
+    gradient at w. Both gradients at w come from one forward pass; the running statistics move at w and at
+    w + eps. adaptive: ASAM's eps, rho * w^2 g / (|| |w| g || + 1e-12)."""
+    rho = _rho(rho)
+    class_weights = np.asarray(class_weights, dtype=np.float64)
+
+    def step(images, labels):
+        labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        focal = class_weights[labels_np] / len(labels_np)
+        clean = Tensor((1.0 / len(labels_np) - focal).astype(np.float32))
+        focal = Tensor(focal.astype(np.float32))
+        loss, (clean_grads, focal_grads) = parts.gradients(images, labels, clean, focal)
+        perturbed, eps = parts.perturbed_gradients(images, labels, focal, focal_grads, rho,
+                                                   floor=_FOCAL_SAM_FLOOR, adaptive=adaptive)
+        parts.update(perturbed, clean_grads, perturbation=eps)
         return loss
 
     return step
@@ -285,8 +341,8 @@ def make_train_step(network, loss_fn, optimizer, method, mode="graph", **options
     loss_fn: per-sample loss (reduction="none"). method: a name of imbsam.methods.METHODS; options: that
     method's step options (sam: rho; imbsam: rho, tail_classes, tail_loss_scale; both:
     bn_update_in_perturbed_pass=False keeps the BatchNorm running statistics from moving in the forward
-    pass at w + eps, where the paper's code moves them). mode: "graph" runs each piece of the step
-    compiled, "pynative" op by op, whatever the context's mode.
+    pass at w + eps, where the paper's code moves them; focal_sam: rho, class_weights, adaptive). mode: "graph"
+    runs each piece of the step compiled, "pynative" op by op, whatever the context's mode.
     """
     if method not in METHODS:
         raise InputError(f"unknown optimizer method {method!r}: choose one of {', '.join(METHODS)}")

@@ -108,10 +108,12 @@ def update_running_stats(stats, cache):
                                 + (1 - BN_MOMENTUM) * cache["batch_var_unbiased"])
 
 
-def _perturbed(p, grads, rho):
-    """w + rho * g / (||g|| + 1e-16), the norm over all parameters together (the authors' SAM)."""
-    scale = rho / (np.sqrt(sum(float((g * g).sum()) for g in grads.values())) + 1e-16)
-    return {k: p[k] + scale * grads[k] for k in PARAM_KEYS}
+def _perturbed(p, grads, rho, floor=1e-16, adaptive=False):
+    """w + rho * g / (||g|| + floor), the norm over all parameters together (the ImbSAM authors' SAM); adaptive
+    (Focal-SAM's ASAM): w + rho * w^2 g / (|| |w| g || + floor)."""
+    norm_of = {k: np.abs(p[k]) * grads[k] for k in PARAM_KEYS} if adaptive else grads
+    scale = rho / (np.sqrt(sum(float((g * g).sum()) for g in norm_of.values())) + floor)
+    return {k: p[k] + scale * (p[k] ** 2 if adaptive else 1.0) * grads[k] for k in PARAM_KEYS}
 
 
 def _forward_backward(p, stats, x, labels, coef):
@@ -150,8 +152,20 @@ def imbsam(p, stats, x, labels, rho=0.05, tail_classes=(), tail_loss_scale=2.0, 
     return losses.mean(), {k: head_grads[k] + perturbed_tail[k] for k in PARAM_KEYS}
 
 
+def focal_sam(p, stats, x, labels, rho=0.3, class_weights=(), adaptive=False):
+    """Focal-SAM's code (focal_sam_step, FocalSAM): with c = class_weights[y], backward of sum (1 - c) l / B at w
+    (first_step keeps it), backward of sum c l / B on the same graph, second_step to w + eps (norm + 1e-12), a
+    forward there, backward of sum c l / B, third_step back to w adding the kept gradient."""
+    c = np.asarray(class_weights)[labels]
+    losses, cache = forward(p, x, labels)
+    update_running_stats(stats, cache)
+    clean, focal = backward(p, cache, (1.0 - c) / len(labels)), backward(p, cache, c / len(labels))
+    at_eps = _forward_backward(_perturbed(p, focal, rho, 1e-12, adaptive), stats, x, labels, c / len(labels))[1]
+    return losses.mean(), {k: clean[k] + at_eps[k] for k in PARAM_KEYS}
+
+
 # One reference per row of imbsam.methods.METHODS; a method without one is reported as unchecked.
-REFERENCES = {"sgd": sgd, "sam": sam, "imbsam": imbsam}
+REFERENCES = {"sgd": sgd, "sam": sam, "imbsam": imbsam, "focal_sam": focal_sam}
 
 
 def run(method, batches, options=None, lrs=(0.1, 0.1, 0.1), momentum=0.9, weight_decay=1e-3, decay_bn=True):

@@ -40,15 +40,19 @@ def test_every_section_runs_and_passes_on_the_cpu(cpu_check):
     result, bundle = cpu_check["result"], cpu_check["bundle"]
     assert result.returncode == 0, show(result)
     last = result.stdout.strip().splitlines()
-    assert last[-2].startswith("PASS: sgd, sam, imbsam give the authors' update in graph and PyNative mode on CPU")
+    assert last[-2].startswith("PASS: sgd, sam, imbsam, focal_sam give the authors' update in graph and PyNative mode "
+                               "on CPU")
     assert "the quick run" in last[-2] and "host-check.md" in last[-1]
     assert bundle["device"]["target"] == "CPU" and bundle["host"]["run_check"]["passed"]
     assert "plugin/libmindspore_ops_cpu.so" in bundle["host"]["plugins"]
 
     results = bundle["correctness"]["results"]
-    expected = {(name, rho, mode) for name in METHODS for mode in ("graph", "pynative")
-                for rho in ((0.05, 0.5) if "rho" in METHODS[name].params.model_fields else (None,))}
-    assert {(r["method"], r["rho"], r["mode"]) for r in results} == expected
+    variants = {"sgd": [""], "sam": ["rho=0.05", "rho=0.5"], "imbsam": ["rho=0.05", "rho=0.5"],
+                "focal_sam": ["rho=0.05", "rho=0.05 adaptive", "rho=0.5", "rho=0.5 adaptive"]}
+    assert set(variants) == set(METHODS)
+    expected = {(name, variant, mode) for name, names in variants.items() for variant in names
+                for mode in ("graph", "pynative")}
+    assert {(r["method"], r["variant"], r["mode"]) for r in results} == expected
     assert all(r["passed"] and r["worst"] < 1e-4 for r in results), results
 
     figures = bundle["speed"]["figures"]
@@ -89,8 +93,7 @@ MUTATIONS = {
     # ImbSAM's tail loss without its factor 2
     "imbsam": ("tail_loss_scale / len(labels_np)", "1.0 / len(labels_np)"),
     # SAM stepping on the gradient at w instead of at w + eps
-    "sam": ("parts.update(perturbed, perturbed_by=grads, scale=scale)",
-            "parts.update(grads, perturbed_by=grads, scale=scale)"),
+    "sam": ("parts.update(perturbed, perturbation=eps)", "parts.update(grads, perturbation=eps)"),
 }
 
 

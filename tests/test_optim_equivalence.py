@@ -31,14 +31,27 @@ RTOL, ATOL = 1e-4, 1e-6
 LRS = (0.1, 0.1, 0.1)
 
 
-def options(method, rho=0.05, tail_classes=TAIL_CLASSES, bn_update_in_perturbed_pass=True):
+# Focal-SAM's c_k = 0.8 (1 - n_k / N) ** 3.2 over reference.CLASS_COUNTS (40, 25, 10, 5), N = 80.
+FOCAL_WEIGHTS = [0.8 * (1 - n / 80) ** 3.2 for n in reference.CLASS_COUNTS]
+
+
+def options(method, rho=0.05, tail_classes=TAIL_CLASSES, bn_update_in_perturbed_pass=True, adaptive=False):
     """The step options of each method, as its params group's step_options gives them."""
     return {
         "sgd": {},
         "sam": {"rho": rho, "bn_update_in_perturbed_pass": bn_update_in_perturbed_pass},
         "imbsam": {"rho": rho, "tail_classes": tail_classes, "tail_loss_scale": 2.0,
                    "bn_update_in_perturbed_pass": bn_update_in_perturbed_pass},
+        "focal_sam": {"rho": rho, "class_weights": FOCAL_WEIGHTS, "adaptive": adaptive},
     }[method]
+
+
+def test_focal_sam_weights_are_its_params_groups():
+    from imbsam.methods import METHODS
+
+    got = METHODS["focal_sam"].params().step_options(list(reference.CLASS_COUNTS))
+    np.testing.assert_allclose(got["class_weights"], FOCAL_WEIGHTS, rtol=1e-12)
+    assert got["rho"] == 0.3 and got["adaptive"] is False
 
 
 def test_reference_backward_matches_finite_differences():
@@ -103,16 +116,30 @@ def execution_mode(request):
 
 
 @pytest.mark.parametrize(
-    ("method", "rho"), [("sgd", 0.05), ("sam", 0.05), ("sam", 0.5), ("imbsam", 0.05), ("imbsam", 0.5)]
+    ("method", "rho", "adaptive"),
+    [("sgd", 0.05, False), ("sam", 0.05, False), ("sam", 0.5, False), ("imbsam", 0.05, False),
+     ("imbsam", 0.5, False), ("focal_sam", 0.05, False), ("focal_sam", 0.5, False), ("focal_sam", 0.05, True),
+     ("focal_sam", 0.5, True)],
 )
-def test_step_matches_reference(method, rho, execution_mode):
+def test_step_matches_reference(method, rho, adaptive, execution_mode):
     batches = make_batches()
+    chosen = options(method, rho, adaptive=adaptive)
     assert_matches(
-        mindspore_run(method, batches, rho=rho, mode=execution_mode),
-        reference_run(method, batches, rho=rho),
+        device_run(method, batches, chosen, LRS, mode=execution_mode),
+        reference.run(method, batches, chosen, LRS),
         PARAM_KEYS + STAT_KEYS,
-        f"{method} rho={rho} ({execution_mode})",
+        f"{method} rho={rho}{' adaptive' if adaptive else ''} ({execution_mode})",
     )
+
+
+def test_focal_sam_with_no_weight_is_sgd_and_adaptive_eps_differs():
+    """c = 0 leaves only the clean gradient at w; an adaptive eps moves the weights elsewhere than SAM's."""
+    batches = make_batches()
+    none = {"rho": 0.5, "class_weights": [0.0] * 4, "adaptive": False}
+    assert_matches(device_run("focal_sam", batches, none, LRS), reference.run("sgd", batches, {}, LRS), PARAM_KEYS,
+                   "focal_sam c=0")
+    plain, scaled = (reference.run("focal_sam", batches, options("focal_sam", 0.5, adaptive=a), LRS) for a in (0, 1))
+    assert not np.allclose(plain[-1][1]["conv"], scaled[-1][1]["conv"], rtol=100 * RTOL)
 
 
 def test_per_step_learning_rate_list(execution_mode):

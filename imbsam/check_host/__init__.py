@@ -170,7 +170,7 @@ def verdict(bundle):
     target = bundle["device"]["target"]
     problems, unchecked = [], []
     for result in bundle.get("correctness", {}).get("results", []):
-        label = f"{result['method']}" + (f" rho={result['rho']}" if result["rho"] is not None else "")
+        label = f"{result['method']} {result['variant']}".strip()
         if result["passed"] is None:
             unchecked.append(result["method"])
         elif not result["passed"]:

@@ -83,14 +83,16 @@ def worst_error(actual, expected, rtol, atol, keys=reference.PARAM_KEYS + refere
 
 
 def cases(methods=tuple(METHODS)):
-    """(method, rho or None, step options) for every method, at each rho of RHOS for a method that has one;
-    options come from the method's params group over imbsam.reference's class counts."""
+    """(method, variant, step options) for every method: at each rho of RHOS for a method that has one, with and
+    without `adaptive` for one that has that; options come from the method's params group over
+    imbsam.reference's class counts."""
     for name in methods:
-        method = METHODS[name]
-        rhos = RHOS if "rho" in method.params.model_fields else (None,)
-        for rho in rhos:
-            params = method.params(**({"rho": rho} if rho is not None else {}))
-            yield name, rho, params.step_options(list(reference.CLASS_COUNTS))
+        fields = METHODS[name].params.model_fields
+        for rho in RHOS if "rho" in fields else (None,):
+            for adaptive in (False, True) if "adaptive" in fields else (None,):
+                chosen = {key: value for key, value in (("rho", rho), ("adaptive", adaptive)) if value is not None}
+                variant = " ".join([f"rho={rho}"] * (rho is not None) + ["adaptive"] * bool(adaptive))
+                yield name, variant, METHODS[name].params(**chosen).step_options(list(reference.CLASS_COUNTS))
 
 
 def full_precision(target):
@@ -103,17 +105,17 @@ def full_precision(target):
 
 
 def check(target, methods=tuple(METHODS), modes=STEP_MODES, progress=print):
-    """One result per method, rho and mode: passed (None where the method has no reference), the worst error,
-    where, and the tolerance."""
+    """One result per method, variant (rho, adaptive) and mode: passed (None where the method has no reference),
+    the worst error, where, and the tolerance."""
     rtol, atol = TOLERANCES[target]
     full_precision(target)
     batches = reference.make_batches()
     results = []
-    for name, rho, options in cases(methods):
+    for name, variant, options in cases(methods):
         expected = reference.run(name, batches, options, LRS, MOMENTUM, WEIGHT_DECAY) \
             if name in reference.REFERENCES else None
         for mode in modes:
-            result = {"method": name, "rho": rho, "mode": mode, "rtol": rtol, "atol": atol}
+            result = {"method": name, "variant": variant, "mode": mode, "rtol": rtol, "atol": atol}
             if expected is None:
                 result.update(passed=None, worst=None, where="no independent reference in imbsam.reference")
             else:
@@ -125,8 +127,7 @@ def check(target, methods=tuple(METHODS), modes=STEP_MODES, progress=print):
 
 
 def format_result(result):
-    label = f"{result['method']}" + (f" rho={result['rho']}" if result["rho"] is not None else "")
-    label = f"{label} ({result['mode']})"
+    label = f"{result['method']} {result['variant']} ({result['mode']})".replace("  ", " ")
     if result["passed"] is None:
         return f"  {label:<28} not checked: {result['where']}"
     verdict = "ok  " if result["passed"] else "FAIL"
