@@ -101,7 +101,9 @@ def test_short_run_learns_far_above_chance(synthetic_split, tmp_path):
     result = train(config, split, tmp_path / "out", tmp_path / "resume", progress=False, log=lambda *_: None)
     assert result["history"][-1]["test/all"] > 15.0, result["history"]
     assert (tmp_path / "out" / "model" / "last.ckpt").is_file()
-    assert not any((tmp_path / "resume").iterdir()), "the resume checkpoint is removed once the run is complete"
+    # What stays is the run's status file, which says it finished.
+    assert [p.name for p in (tmp_path / "resume").iterdir()] == ["status"], "the resume checkpoint is removed"
+    assert json.loads((tmp_path / "resume" / "status" / "sgd-0.json").read_text())["finished"] is True
 
 
 RUNNER = """

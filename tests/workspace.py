@@ -15,9 +15,11 @@ REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
 
 
-def run(args, cwd, timeout=900):
+def run(args, cwd, timeout=900, env=None):
+    """args run in cwd, with the tests' environment and `env` on top."""
     started = time.monotonic()
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False, timeout=timeout)
+    result = subprocess.run(args, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True, check=False,
+                            timeout=timeout)
     result.elapsed = time.monotonic() - started
     return result
 
@@ -68,7 +70,7 @@ def project_copy(root, archive, md5, changes):
     root.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
-    for name in ("stages", "imbsam"):
+    for name in ("stages", "imbsam", "scripts"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     git(root, "init", "-q")
     for key, value in (("user.name", "Pipeline Test"), ("user.email", "test@example.com"),
