@@ -62,7 +62,9 @@ def test_every_section_runs_and_passes_on_the_cpu(cpu_check):
     assert all(row["img_per_s"] > 0 and row["peak_rss_mib"] > 100 for row in rows.values()), rows
     quick = bundle["speed"]["estimates"]["quick"]
     assert "paper" not in bundle["speed"]["estimates"]  # its network, ResNet-34, was not measured
-    assert set(quick["runs"]) == set(METHODS) and quick["one_device_s"] == pytest.approx(sum(quick["runs"].values()))
+    # The quick run trains params.yaml's optimizers, the paper's three.
+    assert set(quick["runs"]) == {"sgd", "sam", "imbsam"}
+    assert quick["one_device_s"] == pytest.approx(sum(quick["runs"].values()))
     # 2 epochs of 20 steps of 64 at the measured speed, plus the test passes and the first step's compile.
     sgd = rows["sgd"]
     floor = 2 * 20 * 64 / sgd["img_per_s"] + 2 * 10_000 / rows["evaluate"]["img_per_s"]
