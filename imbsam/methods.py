@@ -8,6 +8,7 @@ arithmetic floor (what the benchmark sets its step against).
 """
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,8 +21,9 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    def step_options(self, class_counts):
-        """The keyword arguments of the step function, given the training split's per-class counts."""
+    def step_options(self, class_counts, schedule=None):
+        """The keyword arguments of the step function, given the training split's per-class counts and the run's
+        (epochs, steps per epoch), None where no run is planned (a benchmark)."""
         return self.model_dump()
 
 
@@ -40,7 +42,7 @@ class ImbSAMParams(MethodParams):
     bn_update_in_perturbed_pass: bool = Field(
         True, description="BatchNorm statistics move in the forward at w + eps too, as in the authors' code")
 
-    def step_options(self, class_counts):
+    def step_options(self, class_counts, schedule=None):
         options = self.model_dump(exclude={"eta"})
         return {**options, "tail_classes": tail_classes_for(class_counts, self.eta)}
 
@@ -55,10 +57,31 @@ class FocalSAMParams(MethodParams):
                              "sharpness term")
     adaptive: bool = Field(False, description="ASAM's scale-invariant eps, off in every script of the authors")
 
-    def step_options(self, class_counts):
+    def step_options(self, class_counts, schedule=None):
         total = sum(class_counts)
         weights = [self.sharpness * (1 - count / total) ** self.gamma for count in class_counts]
         return {"rho": self.rho, "class_weights": weights, "adaptive": self.adaptive}
+
+
+class SSESAMParams(MethodParams):
+    """SSE-SAM's values in its authors' README command (CIFAR-100-LT IF 100, ResNet-34, cross-entropy)."""
+
+    head_rho: float = Field(0.05, ge=0, description="the head perturbation's radius")
+    tail_rho: float = Field(0.1, ge=0, description="the tail perturbation's radius")
+    eta: int = Field(100, ge=0, description="tail classes: training count < eta (100: 65 classes at IF 100)")
+    head_off_after: float = Field(0.7, ge=0, le=1, description="the share of the epochs after which the head's "
+                                  "perturbation stops (its gamma; 0 or 1: never)")
+
+    def step_options(self, class_counts, schedule=None):
+        """The head's eps is off from the first epoch e (0-based) with e >= epochs * head_off_after, as the
+        authors' per-epoch counter switches it; as a step index, which the optimizer's step counter (kept in
+        checkpoints) is compared with."""
+        off_from = None
+        if schedule and 0 < self.head_off_after < 1:
+            epochs, steps_per_epoch = schedule
+            off_from = math.ceil(epochs * self.head_off_after) * steps_per_epoch
+        return {"head_rho": self.head_rho, "tail_rho": self.tail_rho,
+                "tail_classes": tail_classes_for(class_counts, self.eta), "head_off_from_step": off_from}
 
 
 def tail_classes_for(class_counts, eta):
@@ -93,4 +116,7 @@ METHODS = {method.name: method for method in (
     # One forward at w for the clean and the focal gradients, one at w + eps.
     Method("focal_sam", "Focal-SAM", FocalSAMParams, "imbsam.optim:focal_sam", lambda f, b, tail_free: 2 * f + 3 * b,
            "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)"),
+    # The authors' code: a forward and a backward at w and at w + eps, for the head and then for the tail.
+    Method("sse_sam", "SSE-SAM", SSESAMParams, "imbsam.optim:sse_sam", lambda f, b, tail_free: 4 * (f + b),
+           "SSE-SAM, AAAI 2025 (github Zemdalk/SSE-SAM)"),
 )}

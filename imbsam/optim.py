@@ -164,6 +164,18 @@ class _Update(nn.Cell):
         return scale
 
 
+class _Undo(nn.Cell):
+    """w <- w - eps: a perturbation taken off without an optimizer step."""
+
+    def __init__(self, weights):
+        super().__init__(auto_prefix=False)
+        self.weights = weights
+
+    def construct(self, direction, scale):
+        _hyper_map(ops.partial(_add_scaled, -scale), self.weights, direction)
+        return scale
+
+
 class _RunningStats(nn.Cell):
     """Snapshot, restore and replay of the BatchNorm running statistics."""
 
@@ -201,7 +213,8 @@ class StepParts:
         weights = optimizer.parameters
         self.mode = mode
         self._gradients, self._perturb = WeightedGradients(network, loss_fn, weights), _Perturb(weights)
-        self._adaptive = _Adaptive(weights)
+        self._adaptive, self._undo = _Adaptive(weights), _Undo(weights)
+        self._optimizer = optimizer
         self._update = _Update(optimizer)
         self.stats = _RunningStats(network)
 
@@ -238,6 +251,15 @@ class StepParts:
         direction, scale = perturbation or ((), _ONE)
         # Tuples of tensors enter a graph as ms.mutable: as plain tuples, each new one recompiles it.
         self._update(*(ms.mutable(t) if t else t for t in (grads, more_grads, direction)), scale)
+
+    def undo(self, perturbation):
+        """Take a perturbation of `perturbed_gradients` off again, without an update."""
+        direction, scale = perturbation
+        self._undo(ms.mutable(direction), scale)
+
+    def steps_done(self):
+        """Updates made so far: the optimizer's step counter, which checkpoints keep, so it survives a resume."""
+        return int(self._optimizer.global_step.asnumpy()[0])
 
     @staticmethod
     def uniform(labels):
@@ -335,13 +357,39 @@ def focal_sam(parts, rho=0.3, class_weights=(), adaptive=False):
     return step
 
 
+def sse_sam(parts, head_rho=0.05, tail_rho=0.1, tail_classes=(), head_off_from_step=None):
+    """SSE-SAM, as its authors' code runs it: separate SAM steps for the head and the tail losses, each summed over
+    its samples / B, each with its own rho: a forward at w and one at w + eps_h for the head, then a forward at w
+    and one at w + eps_t for the tail (four forwards, each moving the running statistics), and SGD on the sum
+    of the two gradients at the perturbed weights. From step head_off_from_step on, the head's rho is 0."""
+    head_rho, tail_rho, no_rho = _rho(head_rho), _rho(tail_rho), _rho(0.0)
+    tail_classes = np.asarray(sorted(tail_classes), dtype=np.int64)
+
+    def step(images, labels):
+        labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        is_tail = np.isin(labels_np, tail_classes)
+        head = Tensor(np.where(is_tail, 0.0, 1.0 / len(labels_np)).astype(np.float32))
+        tail = Tensor(np.where(is_tail, 1.0 / len(labels_np), 0.0).astype(np.float32))
+        head_off = head_off_from_step is not None and parts.steps_done() >= head_off_from_step
+        loss, (head_grads,) = parts.gradients(images, labels, head)
+        head_at_eps, eps = parts.perturbed_gradients(images, labels, head, head_grads, no_rho if head_off else head_rho)
+        parts.undo(eps)
+        _, (tail_grads,) = parts.gradients(images, labels, tail)
+        tail_at_eps, eps = parts.perturbed_gradients(images, labels, tail, tail_grads, tail_rho)
+        parts.update(tail_at_eps, head_at_eps, perturbation=eps)
+        return loss
+
+    return step
+
+
 def make_train_step(network, loss_fn, optimizer, method, mode="graph", **options):
     """Return step(images, labels) -> loss (mean loss at w, before the update); one call = one update.
 
     loss_fn: per-sample loss (reduction="none"). method: a name of imbsam.methods.METHODS; options: that
     method's step options (sam: rho; imbsam: rho, tail_classes, tail_loss_scale; both:
     bn_update_in_perturbed_pass=False keeps the BatchNorm running statistics from moving in the forward
-    pass at w + eps, where the paper's code moves them; focal_sam: rho, class_weights, adaptive). mode: "graph"
+    pass at w + eps, where the paper's code moves them; focal_sam: rho, class_weights, adaptive; sse_sam: head_rho,
+    tail_rho, tail_classes, head_off_from_step). mode: "graph"
     runs each piece of the step compiled, "pynative" op by op, whatever the context's mode.
     """
     if method not in METHODS:

@@ -12,6 +12,8 @@ params group's `step_options` gives), updates the running statistics as the auth
 do, and returns the gradient it hands to the base optimizer.
 """
 
+import inspect
+
 import numpy as np
 
 CHANNELS_IN, CHANNELS, SIZE, NUM_CLASSES, BATCH = 3, 4, 5, 4, 16
@@ -164,8 +166,26 @@ def focal_sam(p, stats, x, labels, rho=0.3, class_weights=(), adaptive=False):
     return losses.mean(), {k: clean[k] + at_eps[k] for k in PARAM_KEYS}
 
 
+def sse_sam(p, stats, x, labels, head_rho=0.05, tail_rho=0.1, tail_classes=(), head_off_from_step=None, step=0):
+    """SSE-SAM's code (its trainval.py's ssesam branch and SSESAM): for the head, then the tail, each loss summed
+    over its samples / B: backward at w, compute_and_add_epsilon (norm + 1e-16), a forward at w + eps and
+    backward, compute_grad_sum_and_restore_p; a new forward at w before the tail's; update() steps on the sum.
+    update_rho sets the head's rho to 0 once the epochs done reach the cut, here the step index head_off_from_step."""
+    is_tail = np.isin(labels, tail_classes)
+    if head_off_from_step is not None and step >= head_off_from_step:
+        head_rho = 0.0
+    total, mean_loss = {k: 0.0 for k in PARAM_KEYS}, None
+    for members, rho in ((~is_tail, head_rho), (is_tail, tail_rho)):
+        coef = members / len(labels)
+        losses, grads = _forward_backward(p, stats, x, labels, coef)
+        mean_loss = losses.mean() if mean_loss is None else mean_loss
+        at_eps = _forward_backward(_perturbed(p, grads, rho), stats, x, labels, coef)[1]
+        total = {k: total[k] + at_eps[k] for k in PARAM_KEYS}
+    return mean_loss, total
+
+
 # One reference per row of imbsam.methods.METHODS; a method without one is reported as unchecked.
-REFERENCES = {"sgd": sgd, "sam": sam, "imbsam": imbsam, "focal_sam": focal_sam}
+REFERENCES = {"sgd": sgd, "sam": sam, "imbsam": imbsam, "focal_sam": focal_sam, "sse_sam": sse_sam}
 
 
 def run(method, batches, options=None, lrs=(0.1, 0.1, 0.1), momentum=0.9, weight_decay=1e-3, decay_bn=True):
@@ -174,11 +194,13 @@ def run(method, batches, options=None, lrs=(0.1, 0.1, 0.1), momentum=0.9, weight
     The base optimizer is PyTorch's SGD: d = g + wd * w (not on gamma and beta unless decay_bn);
     v = d on the first step, then v = momentum * v + d; w <- w - lr * v."""
     gradient = REFERENCES[method]
+    # A method whose update depends on how far the run is (SSE-SAM's head cut) takes the step's index.
+    by_step = "step" in inspect.signature(gradient).parameters
     p, stats = initial_params(), initial_stats()
     velocity = None
     history = []
-    for lr, (x, labels) in zip(lrs, batches):
-        loss, grads = gradient(p, stats, x, labels, **(options or {}))
+    for index, (lr, (x, labels)) in enumerate(zip(lrs, batches)):
+        loss, grads = gradient(p, stats, x, labels, **(options or {}), **({"step": index} if by_step else {}))
         decayed = {k: grads[k] + (weight_decay * p[k] if decay_bn or k not in BN_PARAM_KEYS else 0.0)
                    for k in PARAM_KEYS}
         velocity = decayed if velocity is None else {k: momentum * velocity[k] + decayed[k] for k in PARAM_KEYS}

@@ -61,9 +61,10 @@ class TrainConfig:
                    max_steps_per_epoch=train.max_steps_per_epoch,
                    method_params=getattr(params, method).model_dump())
 
-    def step_options(self, class_counts):
+    def step_options(self, class_counts, steps_per_epoch=None):
         """The method's step options (imbsam.optim) for a split with these per-class counts."""
-        return METHODS[self.method].params(**self.method_params).step_options(class_counts)
+        schedule = (self.epochs, steps_per_epoch) if steps_per_epoch else None
+        return METHODS[self.method].params(**self.method_params).step_options(class_counts, schedule)
 
     def digest(self, data_fingerprint):
         text = json.dumps({"config": asdict(self), "data": data_fingerprint}, sort_keys=True)
@@ -197,13 +198,13 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     from tqdm import tqdm
 
     summary = split["summary"]
-    options = config.step_options(summary["class_counts"])
+    batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
+                           config.max_steps_per_epoch)
+    options = config.step_options(summary["class_counts"], batches.steps_per_epoch)
     tail_classes = options.get("tail_classes", [])
     if "tail_classes" in options and not tail_classes:
         log(f"warning: no class has fewer than {config.method}.eta={config.method_params['eta']} training images: "
-            f"{METHODS[config.method].label} then equals SGD; raise {config.method}.eta")
-    batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
-                           config.max_steps_per_epoch)
+            f"{METHODS[config.method].label} then has no tail class (ImbSAM equals SGD); raise {config.method}.eta")
     checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
 
     ms.set_seed(config.seed)

@@ -40,15 +40,16 @@ def test_every_section_runs_and_passes_on_the_cpu(cpu_check):
     result, bundle = cpu_check["result"], cpu_check["bundle"]
     assert result.returncode == 0, show(result)
     last = result.stdout.strip().splitlines()
-    assert last[-2].startswith("PASS: sgd, sam, imbsam, focal_sam give the authors' update in graph and PyNative mode "
-                               "on CPU")
+    assert last[-2].startswith("PASS: sgd, sam, imbsam, focal_sam, sse_sam give the authors' update in graph and "
+                               "PyNative mode on CPU")
     assert "the quick run" in last[-2] and "host-check.md" in last[-1]
     assert bundle["device"]["target"] == "CPU" and bundle["host"]["run_check"]["passed"]
     assert "plugin/libmindspore_ops_cpu.so" in bundle["host"]["plugins"]
 
     results = bundle["correctness"]["results"]
     variants = {"sgd": [""], "sam": ["rho=0.05", "rho=0.5"], "imbsam": ["rho=0.05", "rho=0.5"],
-                "focal_sam": ["rho=0.05", "rho=0.05 adaptive", "rho=0.5", "rho=0.5 adaptive"]}
+                "focal_sam": ["rho=0.05", "rho=0.05 adaptive", "rho=0.5", "rho=0.5 adaptive"],
+                "sse_sam": ["rho=0.05", "rho=0.5"]}
     assert set(variants) == set(METHODS)
     expected = {(name, variant, mode) for name, names in variants.items() for variant in names
                 for mode in ("graph", "pynative")}

@@ -43,6 +43,8 @@ def options(method, rho=0.05, tail_classes=TAIL_CLASSES, bn_update_in_perturbed_
         "imbsam": {"rho": rho, "tail_classes": tail_classes, "tail_loss_scale": 2.0,
                    "bn_update_in_perturbed_pass": bn_update_in_perturbed_pass},
         "focal_sam": {"rho": rho, "class_weights": FOCAL_WEIGHTS, "adaptive": adaptive},
+        # The head's perturbation stops at the third step, as after 70% of 2 epochs of 1 step.
+        "sse_sam": {"head_rho": rho, "tail_rho": 2 * rho, "tail_classes": tail_classes, "head_off_from_step": 2},
     }[method]
 
 
@@ -119,7 +121,7 @@ def execution_mode(request):
     ("method", "rho", "adaptive"),
     [("sgd", 0.05, False), ("sam", 0.05, False), ("sam", 0.5, False), ("imbsam", 0.05, False),
      ("imbsam", 0.5, False), ("focal_sam", 0.05, False), ("focal_sam", 0.5, False), ("focal_sam", 0.05, True),
-     ("focal_sam", 0.5, True)],
+     ("focal_sam", 0.5, True), ("sse_sam", 0.05, False), ("sse_sam", 0.5, False)],
 )
 def test_step_matches_reference(method, rho, adaptive, execution_mode):
     batches = make_batches()
@@ -229,3 +231,21 @@ def test_unknown_step_mode_is_rejected_by_name():
     net = TinyNet(initial_params())
     with pytest.raises(InputError, match="jit.*graph, pynative"):
         make_train_step(net, nn.CrossEntropyLoss(reduction="none"), make_optimizer(net, 0.1), "sgd", mode="jit")
+
+
+def test_sse_sam_options_from_its_group_and_its_head_cut():
+    """The head's eps stops at the first epoch at or past 70% of them, as a step index; with no run planned, not."""
+    from imbsam.methods import METHODS
+
+    group = METHODS["sse_sam"].params()
+    got = group.step_options(list(reference.CLASS_COUNTS), (200, 170))
+    assert got == {"head_rho": 0.05, "tail_rho": 0.1, "tail_classes": [0, 1, 2, 3], "head_off_from_step": 140 * 170}
+    assert group.step_options([500, 50], (3, 10))["head_off_from_step"] == 30  # ceil(2.1) = 3 epochs
+    assert group.step_options([500, 50])["head_off_from_step"] is None
+    assert METHODS["sse_sam"].params(head_off_after=0.0).step_options([5], (10, 1))["head_off_from_step"] is None
+    batches = make_batches()
+    cut, uncut = ({**options("sse_sam", 0.5), "head_off_from_step": step} for step in (2, None))
+    assert_matches(device_run("sse_sam", batches, uncut, LRS), reference.run("sse_sam", batches, uncut, LRS),
+                   PARAM_KEYS + STAT_KEYS, "sse_sam without the head cut")
+    assert not np.allclose(reference.run("sse_sam", batches, cut, LRS)[-1][1]["conv"],
+                           reference.run("sse_sam", batches, uncut, LRS)[-1][1]["conv"], rtol=100 * RTOL)

@@ -45,7 +45,7 @@ def test_every_method_has_its_group_and_its_step():
 
 @pytest.mark.parametrize(("dotted", "value", "expected"), [
     ("train.optimizers", ["sgd", "imbsm"], ("train.optimizers[1]='imbsm' is invalid: input should be 'sgd', 'sam', "
-                                           "'imbsam' or 'focal_sam'")),
+                                           "'imbsam', 'focal_sam' or 'sse_sam'")),
     ("train.optimizers", [], "train.optimizers=[] is invalid: must list at least one"),
     ("train.optimizers", ["sgd", "sgd"], "must not list one twice"),
     ("train.seeds", [1, True], "train.seeds[1]=True is invalid: input should be a valid integer"),

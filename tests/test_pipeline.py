@@ -169,7 +169,8 @@ def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory)
                      id="unknown-optimizer"),
         # Whichever stage runs first checks the whole of params.yaml: here the stale sgd run, before it trains.
         pytest.param({"train.optimizers": [*OPTIMIZERS, "imbsm"], "train.lr": 0.02}, None,
-                     "train.optimizers[3]='imbsm' is invalid: input should be 'sgd', 'sam', 'imbsam' or 'focal_sam'",
+                     "train.optimizers[3]='imbsm' is invalid: input should be 'sgd', 'sam', 'imbsam', 'focal_sam' "
+                     "or 'sse_sam'",
                      id="misspelt-optimizer"),
         pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"], "adam": {}}, "train@adam-0",
                      "train.optimizers[3]='adam' is invalid", id="unknown-optimizer-with-group"),

@@ -82,17 +82,25 @@ def worst_error(actual, expected, rtol, atol, keys=reference.PARAM_KEYS + refere
     return worst, where
 
 
+# The schedule the check's three steps belong to: 2 epochs of 1 step, so that a method that changes with the
+# epoch (SSE-SAM's head stops being perturbed after 70% of them) does so within them.
+SCHEDULE = (2, 1)
+
+
 def cases(methods=tuple(METHODS)):
-    """(method, variant, step options) for every method: at each rho of RHOS for a method that has one, with and
-    without `adaptive` for one that has that; options come from the method's params group over
-    imbsam.reference's class counts."""
+    """(method, variant, step options) for every method: with each rho of RHOS for every radius it has (rho,
+    head_rho, ...), with and without `adaptive` for one that has that; options come from the method's params
+    group over imbsam.reference's class counts."""
     for name in methods:
         fields = METHODS[name].params.model_fields
-        for rho in RHOS if "rho" in fields else (None,):
+        radii = [field for field in fields if field == "rho" or field.endswith("_rho")]
+        for rho in RHOS if radii else (None,):
             for adaptive in (False, True) if "adaptive" in fields else (None,):
-                chosen = {key: value for key, value in (("rho", rho), ("adaptive", adaptive)) if value is not None}
-                variant = " ".join([f"rho={rho}"] * (rho is not None) + ["adaptive"] * bool(adaptive))
-                yield name, variant, METHODS[name].params(**chosen).step_options(list(reference.CLASS_COUNTS))
+                chosen = {**({field: rho for field in radii} if radii else {}),
+                          **({"adaptive": adaptive} if adaptive is not None else {})}
+                variant = " ".join([f"rho={rho}"] * bool(radii) + ["adaptive"] * bool(adaptive))
+                params = METHODS[name].params(**chosen)
+                yield name, variant, params.step_options(list(reference.CLASS_COUNTS), SCHEDULE)
 
 
 def full_precision(target):
