@@ -1,5 +1,6 @@
-"""Which device a process trains on (CPU / GPU / Ascend / auto) and in which execution mode, and the
-checks that can be made of a host before any work (`preflight`).
+"""Which device a process trains on (CPU / GPU / Ascend / auto) and in which execution mode, the
+checks that can be made of a host before any work (`preflight`), and which of the host's devices a run
+takes when several run side by side (`claim`, docs/scale.md).
 
 Call `setup()` once per process, before MindSpore does any tensor work: MindSpore accepts one
 `set_device` per process, and imbsam.kernels.environment's CPU settings must be in the environment

@@ -6,7 +6,8 @@ ImbSAM (one step on a batch of B samples, tail classes T, per-sample loss l_i):
     g_t' = grad L_t(w + eps)  (forward on the whole batch at w + eps)
     w <- base_optimizer(w, g_h + g_t')
 SAM is the same with L = mean loss in both places. BatchNorm running statistics move
-once per forward pass the authors' code runs: once at w, once at w + eps.
+once per forward pass the authors' code runs: once at w, once at w + eps. Focal-SAM and SSE-SAM
+(docs/protocol.md) are built of the same pieces.
 
 By default each piece of a step runs compiled: the gradients (one forward pass at w and one
 backward pass per loss: ImbSAM's g_h and g_t share the forward), the perturbation, and the update
@@ -271,6 +272,10 @@ _ONE = Tensor(1.0, ms.float32)
 _SAM_FLOOR = Tensor(1e-16, ms.float32)  # what eps's norm is offset by in the ImbSAM authors' SAM
 
 
+def _on_host(labels):
+    return labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+
+
 def _rho(rho):
     if not rho >= 0:
         raise InputError(f"rho={rho!r} must be >= 0")
@@ -309,7 +314,7 @@ def imbsam(parts, rho=0.05, tail_classes=(), tail_loss_scale=2.0, bn_update_in_p
 
     def step(images, labels):
         # Which samples are tail is a host-side decision on labels the host just produced.
-        labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        labels_np = _on_host(labels)
         is_tail = np.isin(labels_np, tail_classes)
         head = Tensor(np.where(is_tail, 0.0, 1.0 / len(labels_np)).astype(np.float32))
         if not is_tail.any():
@@ -344,7 +349,7 @@ def focal_sam(parts, rho=0.3, class_weights=(), adaptive=False):
     class_weights = np.asarray(class_weights, dtype=np.float64)
 
     def step(images, labels):
-        labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        labels_np = _on_host(labels)
         focal = class_weights[labels_np] / len(labels_np)
         clean = Tensor((1.0 / len(labels_np) - focal).astype(np.float32))
         focal = Tensor(focal.astype(np.float32))
@@ -366,7 +371,7 @@ def sse_sam(parts, head_rho=0.05, tail_rho=0.1, tail_classes=(), head_off_from_s
     tail_classes = np.asarray(sorted(tail_classes), dtype=np.int64)
 
     def step(images, labels):
-        labels_np = labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+        labels_np = _on_host(labels)
         is_tail = np.isin(labels_np, tail_classes)
         head = Tensor(np.where(is_tail, 0.0, 1.0 / len(labels_np)).astype(np.float32))
         tail = Tensor(np.where(is_tail, 1.0 / len(labels_np), 0.0).astype(np.float32))
@@ -388,9 +393,9 @@ def make_train_step(network, loss_fn, optimizer, method, mode="graph", **options
     loss_fn: per-sample loss (reduction="none"). method: a name of imbsam.methods.METHODS; options: that
     method's step options (sam: rho; imbsam: rho, tail_classes, tail_loss_scale; both:
     bn_update_in_perturbed_pass=False keeps the BatchNorm running statistics from moving in the forward
-    pass at w + eps, where the paper's code moves them; focal_sam: rho, class_weights, adaptive; sse_sam: head_rho,
-    tail_rho, tail_classes, head_off_from_step). mode: "graph"
-    runs each piece of the step compiled, "pynative" op by op, whatever the context's mode.
+    pass at w + eps, where the paper's code moves them; focal_sam: rho, class_weights, adaptive; sse_sam:
+    head_rho, tail_rho, tail_classes, head_off_from_step). mode: "graph" runs each piece of the step compiled,
+    "pynative" op by op, whatever the context's mode.
     """
     if method not in METHODS:
         raise InputError(f"unknown optimizer method {method!r}: choose one of {', '.join(METHODS)}")

@@ -87,7 +87,7 @@ def run(args, say=print):
         device = setup(args.device, "graph")
     except InputError as error:
         bundle["error"] = {"section": "host", "message": host.scrub(str(error))}
-        return _finish(bundle, started, say)
+        return _finish(bundle, started)
     import mindspore as ms
 
     target = device["target"]
@@ -106,7 +106,7 @@ def run(args, say=print):
                 bundle["error"] = {"section": name, "message": host.scrub(f"{type(error).__name__}: {error}"),
                                    "traceback": host.scrub(traceback.format_exc())}
                 break
-    return _finish(bundle, started, say)
+    return _finish(bundle, started)
 
 
 def _correctness(target, args, say):
@@ -202,7 +202,7 @@ def _duration(seconds):
     return f"{hours:.1f} h" if hours >= 1 else f"{seconds / 60:.0f} min"
 
 
-def _finish(bundle, started, say):
+def _finish(bundle, started):
     bundle["seconds"] = time.time() - started
     bundle["passed"], bundle["verdict"] = verdict(bundle)
     return bundle
