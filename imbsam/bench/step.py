@@ -553,7 +553,7 @@ def format_report(figures):
         for column in (headers, floatfmt, *table):
             del column[8]
     lines.append(tabulate(table, headers, floatfmt=floatfmt, missingval=""))
-    if EVALUATION in " ".join(figures["rows"]):
+    if any(name.startswith(EVALUATION) for name in figures["rows"]):
         lines.append(f"{EVALUATION}: the per-epoch test pass, eval mode, batches of {PAPER['eval']['batch_size']}")
     backward = ", ".join(f"{ms:.1f} ms" + (f" ({label})" if label else "")
                          for label, ms in figures["backward_ms"].items())
