@@ -282,6 +282,7 @@ def write_split(
     many_threshold,
     few_threshold,
     synthetic,
+    dataset="cifar100",
 ):
     """Write the four arrays as .npy (NCHW uint8 images, int32 labels) plus summary.json into out_dir.
 
@@ -305,6 +306,7 @@ def write_split(
         for name, array in arrays.items():
             np.save(partial / name, array)
         summary = {
+            "dataset": dataset,
             "imb_factor": imb_factor,
             "profile": profile,
             "shuffle_seed": shuffle_seed,
@@ -360,6 +362,7 @@ def build_split(archive, out_dir, *, imb_factor, profile="exp", shuffle_seed=Non
         many_threshold=many_threshold,
         few_threshold=few_threshold,
         synthetic=data["synthetic"],
+        dataset=dataset,
     )
 
 

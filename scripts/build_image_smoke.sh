@@ -271,9 +271,9 @@ PY
             source .smoke-init.sh && init_workspace
             dvc exp run -S "data.url=$archive" -S "data.md5=$md5"
             echo "exit status $?"
-            test ! -e data/cifar-100-python.tar.gz && echo "nothing downloaded"
+            test ! -e data/archive/cifar-100-python.tar.gz && echo "nothing downloaded"
             dvc exp run download -S "data.url=$archive" -S "data.md5=$md5" -S device.target=CPU \
-                && test -s data/cifar-100-python.tar.gz && echo "device.target=CPU downloads"
+                && test -s data/archive/cifar-100-python.tar.gz && echo "device.target=CPU downloads"
             python -m imbsam.check_host --out /tmp/host-check
             echo "check_host exit status $?"
         ' 2>&1) || true

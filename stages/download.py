@@ -1,18 +1,16 @@
-"""Stage download: fetch the CIFAR-100 python archive from data.url and check it against data.md5."""
-
-from pathlib import Path
+"""Stage download: fetch the data.dataset archive from data.url and check it against data.md5."""
 
 from _common import load_params, main_guard
 
 from imbsam.data import fetch
-
-ARCHIVE = Path("data/cifar-100-python.tar.gz")
+from imbsam.datasets import archive_path
 
 
 def main():
     data = load_params().data
-    fetch(data.url, ARCHIVE, data.md5)
-    print(f"download: {ARCHIVE} matches md5 {data.md5.lower()} (from {data.url})")
+    archive = archive_path(data.dataset)
+    fetch(data.url, archive, data.md5, dataset=data.dataset)
+    print(f"download: {archive} matches md5 {data.md5.lower()} (from {data.url})")
 
 
 if __name__ == "__main__":

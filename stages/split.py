@@ -5,24 +5,27 @@ from pathlib import Path
 
 from _common import load_params, main_guard
 
+from imbsam import datasets
 from imbsam.data import build_split
 from imbsam.errors import InputError
 
-ARCHIVE = Path("data/cifar-100-python.tar.gz")
 OUT = Path("data/split")
 
 
 def main():
-    split = load_params().split
-    if not ARCHIVE.is_file():
-        raise InputError(f"{ARCHIVE} not found; run `dvc repro download` first")
+    params = load_params()
+    split, dataset = params.split, params.data.dataset
+    archive = datasets.archive_path(dataset)
+    if not archive.is_file():
+        raise InputError(f"{archive} not found; run `dvc repro download` first")
 
-    summary = build_split(ARCHIVE, OUT, imb_factor=split.imb_factor, profile=split.profile,
+    summary = build_split(archive, OUT, dataset=dataset, imb_factor=split.imb_factor, profile=split.profile,
                           shuffle_seed=None if split.shuffle_seed == -1 else split.shuffle_seed,
                           many_threshold=split.many_threshold, few_threshold=split.few_threshold)
     if summary["synthetic"]:
         print(
-            f"warning: {ARCHIVE} is a synthetic archive (imbsam.synthetic): results say nothing about CIFAR-100",
+            f"warning: {archive} is a synthetic archive (imbsam.synthetic): results say nothing about "
+            f"{datasets.get(dataset).LAYOUT.title}",
             file=sys.stderr,
         )
     counts = summary["class_counts"]

@@ -8,7 +8,7 @@ import imbsam  # noqa: F401
 
 @pytest.fixture(scope="session")
 def synthetic_archive(tmp_path_factory):
-    """Factory: synthetic_archive(train_per_class=20, test_per_class=5, seed=0) -> (path, md5).
+    """Factory: synthetic_archive(train_per_class=20, test_per_class=5, seed=0, dataset="cifar100") -> (path, md5).
 
     Each argument set is written once per session and shared: treat the file as read-only and copy
     it before changing it.
@@ -17,10 +17,12 @@ def synthetic_archive(tmp_path_factory):
 
     made = {}
 
-    def make(train_per_class=20, test_per_class=5, seed=0):
-        key = (train_per_class, test_per_class, seed)
+    def make(train_per_class=20, test_per_class=5, seed=0, dataset="cifar100"):
+        from imbsam import datasets
+
+        key = (train_per_class, test_per_class, seed, dataset)
         if key not in made:
-            path = tmp_path_factory.mktemp("synthetic") / "cifar-100-python.tar.gz"
+            path = tmp_path_factory.mktemp("synthetic") / datasets.get(dataset).ARCHIVE
             made[key] = (path, write_synthetic_archive(path, *key))
         return made[key]
 

@@ -68,7 +68,7 @@ def test_repro_split_then_a_wrong_md5_keeps_the_good_outputs(repo):
     labels = np.load(repo / "data" / "split" / "train_labels.npy")
     assert np.bincount(labels, minlength=100).tolist() == counts
     assert np.load(repo / "data" / "split" / "test_images.npy").shape == (1000, 3, 32, 32)
-    archive_md5 = md5sum(repo / "data" / "cifar-100-python.tar.gz")
+    archive_md5 = md5sum(repo / "data" / "archive" / "cifar-100-python.tar.gz")
     good_split = _split_files(repo)
 
     wrong = "0" * 32
@@ -76,9 +76,32 @@ def test_repro_split_then_a_wrong_md5_keeps_the_good_outputs(repo):
     result = _dvc(repo, "repro", "split")
     assert result.returncode != 0
     assert f"expected {wrong}, got {archive_md5}" in result.stderr
-    assert md5sum(repo / "data" / "cifar-100-python.tar.gz") == archive_md5
+    assert md5sum(repo / "data" / "archive" / "cifar-100-python.tar.gz") == archive_md5
     assert _split_files(repo) == good_split
-    assert sorted(p.name for p in (repo / "data").iterdir()) == [".gitignore", "cifar-100-python.tar.gz", "split"]
+    assert sorted(p.name for p in (repo / "data").iterdir()) == [".gitignore", "archive", "split"]
+    assert [p.name for p in (repo / "data" / "archive").iterdir()] == ["cifar-100-python.tar.gz"]
+
+
+def test_cifar10_is_one_param_and_switching_back_downloads_nothing(repo, synthetic_archive):
+    cifar100_archive = repo / "data" / "archive" / "cifar-100-python.tar.gz"
+    assert _dvc(repo, "repro", "split").returncode == 0
+    archive, md5 = synthetic_archive(train_per_class=200, test_per_class=10, dataset="cifar10")
+    _set_params(repo, data__dataset="cifar10", data__url=str(archive), data__md5=md5)
+    result = _dvc(repo, "repro", "split")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((repo / "data" / "split" / "summary.json").read_text())
+    # auto thresholds: CIFAR-10's 1000 / 200, so at 200 images a class and IF 100 every class is medium or few.
+    counts = longtail_counts(10, 200, 0.01)
+    assert summary["dataset"] == "cifar10" and summary["class_counts"] == counts and summary["num_classes"] == 10
+    assert summary["groups"] == class_groups(counts, 1000, 200) and summary["test_total"] == 100
+    assert sorted(p.name for p in (repo / "data" / "archive").iterdir()) == [
+        "cifar-10-python.tar.gz", "cifar-100-python.tar.gz"]
+    # Back to CIFAR-100 from a source that no longer exists: the kept archive is used, nothing is fetched.
+    _set_params(repo, data__dataset="cifar100", data__url=str(repo / "gone.tar.gz"),
+                data__md5=md5sum(cifar100_archive))
+    result = _dvc(repo, "repro", "split")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((repo / "data" / "split" / "summary.json").read_text())["num_classes"] == 100
 
 
 def test_bad_imb_factor_fails_before_any_work(repo):
@@ -112,6 +135,7 @@ def test_split_stage_checks_each_param_first(repo, key, value, message):
 def test_download_stage_checks_the_md5_format_first(repo):
     _set_params(repo, data__md5=12345)
     result = _run([sys.executable, "stages/download.py"], repo)
-    expected = "data.md5=12345 is invalid: input should be a valid string (data.md5: the archive's md5, 32 hex"
+    expected = ("data.md5=12345 is invalid: input should be a valid string (data.md5: auto (the official archive's) | "
+                "the archive's md5, 32 hex")
     assert result.returncode == 1 and expected in result.stderr
     assert not (repo / "data").exists()

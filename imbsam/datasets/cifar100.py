@@ -14,6 +14,11 @@ LAYOUT = cifar_python.Layout(title="CIFAR-100", root="cifar-100-python", train=(
                              label_key="fine_labels", names_key="fine_label_names", num_classes=100)
 NUM_CLASSES = LAYOUT.num_classes
 TRAIN_PER_CLASS = 500
+# The values of the params.yaml keys set to `auto` (imbsam.params): the paper's protocol. Its groups (many > 100,
+# few < 20 training images) and ImbSAM's eta 20, which makes the tail exactly the few classes; SSE-SAM's README
+# command and Focal-SAM's CIFAR-100-LT script.
+DEFAULTS = {"split.many_threshold": 100, "split.few_threshold": 20, "imbsam.eta": 20, "sse_sam.eta": 100,
+            "focal_sam.rho": 0.3, "focal_sam.gamma": 3.2, "focal_sam.sharpness": 0.8}
 
 
 def read(folder):
