@@ -11,8 +11,12 @@ import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# A value that follows data.dataset (imbsam.datasets' DEFAULTS), resolved by imbsam.params before a step sees it.
+Auto = Literal["auto"]
 
 
 class MethodParams(BaseModel):
@@ -37,7 +41,8 @@ class SAMParams(MethodParams):
 
 class ImbSAMParams(MethodParams):
     rho: float = Field(0.05, ge=0, description="the tail perturbation's radius")
-    eta: int = Field(20, ge=0, description="tail classes: training count < eta (20: the 30 few classes at IF 100)")
+    eta: int | Auto = Field("auto", ge=0, description="tail classes: training count < eta (auto: the few "
+                            "threshold, 20 on CIFAR-100: its 30 few classes at IF 100; 200 on CIFAR-10)")
     tail_loss_scale: float = Field(2.0, gt=0, description="the tail loss's factor, 2 in the authors' code")
     bn_update_in_perturbed_pass: bool = Field(
         True, description="BatchNorm statistics move in the forward at w + eps too, as in the authors' code")
@@ -48,13 +53,14 @@ class ImbSAMParams(MethodParams):
 
 
 class FocalSAMParams(MethodParams):
-    """Focal-SAM's CIFAR-100-LT ResNet-32 values in its authors' CIFAR script; there CIFAR-10-LT takes
-    rho 0.2, gamma 3.0, sharpness 0.5, and both pair it with the logit-adjusted loss."""
+    """auto: the values of Focal-SAM's authors' CIFAR scripts, which pair it with the logit-adjusted loss."""
 
-    rho: float = Field(0.3, ge=0, description="the perturbation's radius")
-    gamma: float = Field(3.2, ge=0, description="c_k = sharpness * (1 - n_k / N) ** gamma: how fast c falls with n_k")
-    sharpness: float = Field(0.8, ge=0, le=1, description="c_k's scale (the paper's lambda): the weight of the "
-                             "sharpness term")
+    rho: float | Auto = Field("auto", ge=0, description="the perturbation's radius (auto: 0.3 on CIFAR-100, 0.2 on "
+                              "CIFAR-10)")
+    gamma: float | Auto = Field("auto", ge=0, description="c_k = sharpness * (1 - n_k / N) ** gamma: how fast c falls "
+                                "with n_k (auto: 3.2 on CIFAR-100, 3.0 on CIFAR-10)")
+    sharpness: float | Auto = Field("auto", ge=0, le=1, description="c_k's scale (the paper's lambda): the weight of "
+                                    "the sharpness term (auto: 0.8 on CIFAR-100, 0.5 on CIFAR-10)")
     adaptive: bool = Field(False, description="ASAM's scale-invariant eps, off in every script of the authors")
 
     def step_options(self, class_counts, schedule=None):
@@ -68,7 +74,8 @@ class SSESAMParams(MethodParams):
 
     head_rho: float = Field(0.05, ge=0, description="the head perturbation's radius")
     tail_rho: float = Field(0.1, ge=0, description="the tail perturbation's radius")
-    eta: int = Field(100, ge=0, description="tail classes: training count < eta (100: 65 classes at IF 100)")
+    eta: int | Auto = Field("auto", ge=0, description="tail classes: training count < eta (auto: 100 on CIFAR-100, "
+                            "65 classes at IF 100; 1000 on CIFAR-10)")
     head_off_after: float = Field(0.7, ge=0, le=1, description="the share of the epochs after which the head's "
                                   "perturbation stops (its gamma; 0 or 1: never)")
 

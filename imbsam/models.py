@@ -114,8 +114,24 @@ class GlobalAvgPool(nn.Cell):
         return x.mean(axis=(2, 3), keep_dims=True)
 
 
+class NormalisedLinear(nn.Cell):
+    """LDAM-DRW's `NormedLinear`: cosines between the unit feature and each class's unit weight column, no bias."""
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.weight = Parameter(Tensor(np.zeros((in_features, out_features), dtype=np.float32)), name="weight")
+
+    @staticmethod
+    def _unit(x, axis):
+        # F.normalize's x / max(||x||, 1e-12).
+        return x / ops.maximum(ops.sqrt((x * x).sum(axis=axis, keepdims=True)), 1e-12)
+
+    def construct(self, x):
+        return ops.matmul(self._unit(x, 1), self._unit(self.weight, 0))
+
+
 class ResNet(nn.Cell):
-    def __init__(self, architecture, num_classes):
+    def __init__(self, architecture, num_classes, normalised_head=False):
         super().__init__()
         self.conv1 = _conv3x3(3, architecture.stem_channels)
         self.bn1 = BatchNorm2d(architecture.stem_channels, relu=True)
@@ -132,7 +148,8 @@ class ResNet(nn.Cell):
         # Input 32x32 and three stride-2 stages leave 4x4 maps, which the authors' 4x4 average pool covers.
         self.pool = GlobalAvgPool()
         self.flatten = nn.Flatten()
-        self.fc = nn.Dense(architecture.stages[-1][0], num_classes)
+        features = architecture.stages[-1][0]
+        self.fc = NormalisedLinear(features, num_classes) if normalised_head else nn.Dense(features, num_classes)
 
     def construct(self, x):
         out = self.layers(self.bn1(self.conv1(x)))
@@ -154,6 +171,10 @@ def _initialise(network, architecture, rng):
         if isinstance(cell, nn.Conv2d):
             rule = architecture.stem_init if cell is network.conv1 else architecture.conv_init
             _assign(cell.weight, _draw(rng, rule, cell.weight.shape))
+        elif isinstance(cell, NormalisedLinear):
+            # uniform(-1, 1), each class's column renormed to length 1 (LDAM-DRW's renorm_(2, 1, 1e-5).mul_(1e5)).
+            weight = rng.uniform(-1.0, 1.0, cell.weight.shape)
+            _assign(cell.weight, weight / np.linalg.norm(weight, axis=0, keepdims=True))
         elif isinstance(cell, nn.Dense):
             _assign(cell.weight, _draw(rng, architecture.linear_weight_init, cell.weight.shape))
             bound = 1.0 / np.sqrt(cell.weight.shape[1])
@@ -200,14 +221,14 @@ def use_onednn_kernels(network):
             cell.fused = batchnorm.operator(cell.relu, cell.residual)
 
 
-def create_model(arch, num_classes=100, seed=0, kernels="auto"):
+def create_model(arch, num_classes=100, seed=0, kernels="auto", normalised_head=False):
     """Build "resnet34" (the paper's) or "resnet32" (LDAM's, about 1/45 of the compute), its convolutions
     and BatchNorms on the kernels `resolve_kernels(kernels)` names; `network.kernels` says
-    which."""
+    which. normalised_head: a NormalisedLinear last layer (LDAM's) instead of a linear one."""
     if arch not in ARCHITECTURES:
         raise InputError(f"model.arch={arch!r} is not one of {', '.join(ARCHS)}")
     resolved = resolve_kernels(kernels)
-    network = ResNet(ARCHITECTURES[arch], num_classes)
+    network = ResNet(ARCHITECTURES[arch], num_classes, normalised_head)
     _initialise(network, ARCHITECTURES[arch], np.random.default_rng(seed))
     if resolved == "onednn":
         use_onednn_kernels(network)

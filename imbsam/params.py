@@ -5,9 +5,14 @@ hyper-parameters), and params.yaml holds exactly them (a test says so). Keys mar
 (where the data comes from, execution mode, kernels, device, evaluation batch size) change how a run
 is made, not what it computes; the others are the protocol the report compares against (PAPER_PROTOCOL).
 
+Keys set to `auto` take their dataset's value (imbsam.datasets: the archive's URL and md5, the group thresholds and
+the tail thresholds the long-tail literature uses for it), so `-S data.dataset=cifar10` is all a switch takes;
+`defaults()` and a validated Params hold the values, params.yaml the word.
+
 Every stage validates the whole file first (`load`), in a fraction of a second and before any work, so a
 bad value anywhere stops the first stage that runs with one line naming the key and the fix. A method's
-group (sam:, imbsam:, ...) is its row's in imbsam.methods.
+group (sam:, imbsam:, ...) is its row's in imbsam.methods, a loss's (logit_adjusted:, ...) its row's in
+imbsam.losses.
 """
 
 import math
@@ -17,16 +22,22 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from imbsam import datasets
 from imbsam.architectures import ARCHS
 from imbsam.data import PROFILES
-from imbsam.datasets import cifar100
 from imbsam.device import MODES, TARGETS
 from imbsam.errors import InputError
 from imbsam.kernels import KERNELS
+from imbsam.losses import LOSSES
 from imbsam.methods import METHODS
 from imbsam.schedules import SCHEDULES
 
 SELECTIONS = ("best", "last")
+AUTO = "auto"
+# Every key a dataset gives a value for: data.url and data.md5 from its module, the rest from its DEFAULTS.
+_DATASET_VALUES = {name: {"data.url": module.URL, "data.md5": module.MD5, **module.DEFAULTS}
+                   for name, module in datasets.DATASETS.items()}
+assert len({frozenset(values) for values in _DATASET_VALUES.values()}) == 1, "datasets must set the same keys"
 
 
 def knob(default, meaning, *, protocol=True, **checks):
@@ -47,9 +58,11 @@ def _finite(value):
 
 
 class Data(Section):
-    url: str = knob(cifar100.URL, "an http(s) URL, a file:// URL or a local path of the archive",
-                    protocol=False, min_length=1)
-    md5: str = knob(cifar100.MD5, "the archive's md5, 32 hex digits in quotes", pattern=r"^[0-9a-fA-F]{32}$")
+    dataset: Literal[tuple(datasets.DATASETS)] = knob("cifar100", "cifar100 (the paper's) | cifar10")
+    url: str = knob(AUTO, "auto (the dataset's official URL) | an http(s) URL, a file:// URL or a local path of the "
+                    "archive", protocol=False, min_length=1)
+    md5: str = knob(AUTO, "auto (the official archive's) | the archive's md5, 32 hex digits in quotes",
+                    pattern=r"^(auto|[0-9a-fA-F]{32})$")
 
 
 class Split(Section):
@@ -57,14 +70,16 @@ class Split(Section):
     profile: Literal[PROFILES] = knob("exp", "exp: count_c = int(500 * imb_factor ** (c / 99)); step: two levels")
     shuffle_seed: int = knob(-1, "-1: the first count_c images in file order (the paper); >= 0: seeded shuffle",
                              ge=-1)
-    many_threshold: int = knob(100, "many: classes with more training images than this", ge=0)
-    few_threshold: int = knob(20, "few: classes with fewer training images than this", ge=0)
+    many_threshold: int | Literal[AUTO] = knob(AUTO, "many: classes with more training images than this (auto: "
+                                               "100 on CIFAR-100, 1000 on CIFAR-10)", ge=0)
+    few_threshold: int | Literal[AUTO] = knob(AUTO, "few: classes with fewer training images than this (auto: 20 "
+                                              "on CIFAR-100, 200 on CIFAR-10)", ge=0)
 
     @field_validator("few_threshold")
     @classmethod
     def _thresholds_in_order(cls, few, info):
         many = info.data.get("many_threshold")
-        if many is not None and few > many:
+        if isinstance(many, int) and isinstance(few, int) and few > many:
             raise ValueError(f"must not exceed split.many_threshold ({many})")
         return few
 
@@ -86,6 +101,8 @@ class Train(Section):
     optimizers: list[Literal[tuple(METHODS)]] = knob(["sgd", "sam", "imbsam"],
                                                      "one training run per optimizer and seed")
     seeds: list[int] = knob([9826], "the authors' seed; several give mean and std in the report")
+    loss: Literal[tuple(LOSSES)] = knob("ce", "ce (the paper's) | logit_adjusted | balanced_softmax | ldam_drw "
+                                        "(imbsam/losses.py; each with its group below)")
     epochs: int = knob(200, "epochs of the whole long-tailed training set", ge=1)
     batch_size: int = knob(64, "images per step", ge=1)
     lr: float = knob(0.01, "the base learning rate", gt=0)
@@ -127,13 +144,21 @@ class Device(Section):
 
 
 SECTIONS = {"data": Data, "split": Split, "model": Model, "train": Train,
-            **{name: method.params for name, method in METHODS.items()}, "eval": Eval, "device": Device}
+            **{name: method.params for name, method in METHODS.items()},
+            **{name: loss.params for name, loss in LOSSES.items()}, "eval": Eval, "device": Device}
 Params = create_model("Params", __base__=Section, **{name: (model, model()) for name, model in SECTIONS.items()})
 
 
-def defaults():
-    """params.yaml as the paper's protocol sets it, a nested dict."""
+def file_defaults():
+    """params.yaml as the repository has it, `auto` where a key follows the dataset: a nested dict."""
     return Params().model_dump()
+
+
+def defaults(dataset="cifar100"):
+    """The values of the repository's params.yaml on `dataset`, auto resolved: on cifar100 the paper's protocol."""
+    raw = file_defaults()
+    raw["data"]["dataset"] = dataset
+    return validate(raw, "defaults").model_dump()
 
 
 def flatten(params, prefix=""):
@@ -155,9 +180,6 @@ def _protocol_keys():
                 yield f"{section}.{name}"
 
 
-# The paper's protocol as dotted params.yaml keys: what the report's comparability check compares with.
-_PROTOCOL_KEYS = set(_protocol_keys())
-PAPER_PROTOCOL = {key: value for key, value in flatten(defaults()).items() if key in _PROTOCOL_KEYS}
 
 
 def _missing(raw):
@@ -173,9 +195,14 @@ def _missing(raw):
     return None
 
 
+_NUMBER_ERRORS = ("int_type", "int_parsing", "float_type", "float_parsing", "int_from_float")
+# pydantic names the member of a union a value failed (imbsam.eta.int): not a part of the key.
+_UNION_MEMBERS = ("int", "float", "str", "bool", f"literal['{AUTO}']")
+
+
 def _location(loc):
     dotted = ""
-    for part in loc:
+    for part in (part for part in loc if part not in _UNION_MEMBERS):
         dotted += f"[{part}]" if isinstance(part, int) else f".{part}" if dotted else str(part)
     return dotted
 
@@ -191,7 +218,30 @@ def _hint(loc):
     field = SECTIONS[section].model_fields.get(name) if section in SECTIONS and name else None
     if field is None:
         return ""
-    return f" ({section}.{name}: {field.description}; the paper's value: {_shown(field.default)})"
+    return f" ({section}.{name}: {field.description}; the paper's value: {_shown(_PAPER[f'{section}.{name}'])})"
+
+
+def _resolved(raw):
+    """A copy of raw with every `auto` replaced by its dataset's value. With an unknown dataset, which the schema
+    then names, the paper's: a bound such as eta >= 0 cannot be checked on the word."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    values = _DATASET_VALUES.get(data.get("dataset"), _DATASET_VALUES["cifar100"])
+    raw = {section: dict(group) if isinstance(group, dict) else group for section, group in raw.items()}
+    for dotted, value in values.items():
+        section, key = dotted.split(".")
+        if isinstance(raw.get(section), dict) and raw[section].get(key) == AUTO:
+            raw[section][key] = value
+    return raw
+
+
+def _check_archive_is_the_datasets(params, source):
+    """An official archive of another dataset under data.url or data.md5 would fail only after the download."""
+    chosen = params.data.dataset
+    for name, values in _DATASET_VALUES.items():
+        for key, value in (("data.url", params.data.url), ("data.md5", params.data.md5.lower())):
+            if name != chosen and value == values[key]:
+                raise InputError(f"{source}: {key} is {datasets.get(name).LAYOUT.title}'s archive but "
+                                 f"data.dataset={chosen}: set {key}=auto (or data.dataset={name})")
 
 
 def validate(raw, source="params.yaml"):
@@ -204,11 +254,16 @@ def validate(raw, source="params.yaml"):
         raise InputError(f"{source}: missing key {key}; add it with its default, {_shown(value)} (see the "
                          "repository's params.yaml)")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(_resolved(raw))
     except ValidationError as error:
         problems = error.errors(include_url=False)
         first = problems[0]
         where = _location(first["loc"])
+        # A key that takes a number or `auto` fails both members of its union: one problem, said once.
+        others = [p for p in problems[1:] if _location(p["loc"]) != where]
+        if len(others) < len(problems) - 1 and first["type"] in _NUMBER_ERRORS:
+            first = {**first, "msg": f"{first['msg']} or {AUTO!r}"}
+        problems = [first, *others]
         if first["type"] == "extra_forbidden":
             section = first["loc"][0] if len(first["loc"]) > 1 else None
             known = ", ".join(SECTIONS[section].model_fields) if section in SECTIONS else ", ".join(SECTIONS)
@@ -219,6 +274,8 @@ def validate(raw, source="params.yaml"):
             message = f"{where}={value!r} is invalid: {reason[0].lower()}{reason[1:]}{_hint(first['loc'])}"
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
         raise InputError(f"{source}: {message}{more}") from None
+    _check_archive_is_the_datasets(params, source)
+    return params
 
 
 def load(path="params.yaml"):
@@ -243,6 +300,12 @@ def override(params, changes):
             node = node[section]
         node[key] = value
     return validate(raw, "override")
+
+
+# The paper's protocol as dotted params.yaml keys: what the report's comparability check compares with.
+_PROTOCOL_KEYS = set(_protocol_keys())
+_PAPER = flatten(defaults())
+PAPER_PROTOCOL = {key: value for key, value in _PAPER.items() if key in _PROTOCOL_KEYS}
 
 
 # The README's quick run: every stage on the full-size data, the cheap ResNet-32, 2 epochs of 20 steps, and a

@@ -13,31 +13,13 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from imbsam import datasets, published
+from imbsam.losses import LOSSES
 from imbsam.methods import METHODS
 from imbsam.params import PAPER_PROTOCOL, flatten
 
 GROUP_KEYS = ("many", "medium", "few", "all")
 OPTIMIZER_LABELS = {name: method.label for name, method in METHODS.items()}
-
-# CIFAR-100-LT IF=100, balanced accuracy (%) after 200 epochs, best epoch on the test set, flip TTA.
-PUBLISHED = {
-    "Paper (PyTorch)": {
-        "source": "official PyTorch README of ImbSAM (the numbers of the ICCV 2023 paper)",
-        "results": {
-            "sgd": {"many": 77.8, "medium": 46.6, "few": 13.5, "all": 47.6},
-            "sam": {"many": 79.7, "medium": 49.3, "few": 12.4, "all": 48.9},
-            "imbsam": {"many": 75.9, "medium": 53.5, "few": 19.4, "all": 51.1},
-        },
-    },
-    "Authors' MindSpore": {
-        "source": "official MindSpore README of ImbSAM",
-        "results": {
-            "sgd": {"many": 65.2, "medium": 32.9, "few": 7.3, "all": 36.5},
-            "sam": {"many": 67.5, "medium": 34.6, "few": 7.6, "all": 38.0},
-            "imbsam": {"many": 63.2, "medium": 43.4, "few": 11.4, "all": 40.7},
-        },
-    },
-}
 
 # Stated in the report's own text (rows, seed count, protocol line) instead of warned about: other seeds, fewer
 # optimizers or the clean protocol are legitimate ways to run and read the paper's experiment.
@@ -51,9 +33,13 @@ def _same(ours, paper):
 
 
 def differences_from_paper(params):
-    """[(dotted key, ours, paper)] for every paper-default key whose value differs (missing counts as different)."""
+    """[(dotted key, ours, paper)] for every paper-default key whose value differs (missing counts as different),
+    leaving out the groups of methods and losses the run does not use."""
     flat = flatten(params)
-    return [(key, flat.get(key), paper) for key, paper in PAPER_PROTOCOL.items() if not _same(flat.get(key), paper)]
+    train = params.get("train", {})
+    unused = (set(METHODS) - set(train.get("optimizers", ()))) | (set(LOSSES) - {train.get("loss", "ce")})
+    return [(key, flat.get(key), paper) for key, paper in PAPER_PROTOCOL.items()
+            if key.split(".")[0] not in unused and not _same(flat.get(key), paper)]
 
 
 def comparability_warnings(params, summary):
@@ -61,8 +47,12 @@ def comparability_warnings(params, summary):
     warnings = [f"`{key}` = {ours!r} (paper: {paper!r})"
                 for key, ours, paper in differences_from_paper(params) if key not in _PROTOCOL_NEUTRAL]
     if summary.get("synthetic"):
-        warnings.append("the data is a synthetic stand-in archive, not CIFAR-100")
+        warnings.append(f"the data is a synthetic stand-in archive, not {_dataset_title(summary)}")
     return warnings
+
+
+def _dataset_title(summary):
+    return datasets.get(summary.get("dataset", "cifar100")).LAYOUT.title
 
 
 def _group_values(records, selection, variant, key):
@@ -103,6 +93,18 @@ def metrics(aggregated):
     """The DVC metrics file's content: optimizer -> {many, medium, few, all} mean over seeds, in percent."""
     return {optimizer: {key: None if value is None else round(value, 4) for key, value in row["mean"].items()}
             for optimizer, row in aggregated.items()}
+
+
+def seed_metrics(evals, selection, flip_tta):
+    """optimizer -> seed -> {many, medium, few, all}: what the sweep report (imbsam.sweep) aggregates over
+    experiments."""
+    variant = "flip_tta" if flip_tta else "plain"
+    by_optimizer = {}
+    for record in sorted(evals, key=lambda r: (_row_order(r["optimizer"]), r["seed"])):
+        groups = record["variants"][selection][variant]
+        by_optimizer.setdefault(record["optimizer"], {})[str(record["seed"])] = {
+            key: None if groups[key] is None else round(groups[key], 4) for key in GROUP_KEYS}
+    return by_optimizer
 
 
 def _colour(optimizer):
@@ -297,14 +299,16 @@ def _group_sizes(summary):
     return " / ".join(str(len(summary["groups"][g])) for g in ("many", "medium", "few"))
 
 
-HOW_TO_READ = """## How to read this
+def how_to_read(summary):
+    many, few = summary.get("many_threshold", 100), summary.get("few_threshold", 20)
+    return f"""## How to read this
 
 - **Paper-comparable**: `eval.selection=best` with `eval.flip_tta=true`, the authors' protocol. The best
   epoch is chosen by accuracy on the test set, so this is selection on the test set and an optimistic
   estimate, kept only to compare with the published tables.
 - **Clean**: the last epoch without TTA. Nothing is chosen on the test set; prefer it for conclusions of
   your own.
-- Many / Medium / Few: classes with > 100, 20 to 100 and < 20 training images. Every figure is the mean
+- Many / Medium / Few: classes with > {many}, {few} to {many} and < {few} training images. Every figure is the mean
   of per-class accuracies (balanced), so each class counts once.
 - With a single seed there is no spread to show: a gap of a point or two between optimizers may be seed
   noise.
@@ -336,19 +340,28 @@ def _results_section(evals, selected, selection, flip_tta):
             results_table(aggregate(evals, "last", False)), ""]
 
 
-def _comparison_section(selected):
-    legend = ("Each cell: the published value, then (ours \u2212 published) with ours under the selected protocol. "
-              "Published: CIFAR-100-LT IF=100, 200 epochs, best test epoch, flip TTA.")
-    lines = ["## Against the published numbers", "", legend, ""]
-    for title, table in PUBLISHED.items():
-        lines += [f"### {title}", "", f"Source: {table['source']}.", "",
-                  comparison_table(selected, table["results"]), ""]
+NO_PUBLISHED = ("No published numbers are known for this dataset, imbalance factor and loss (imbsam/published.py "
+                "lists those that are).")
+COMPARISON_LEGEND = ("Each cell: the published value, then (ours \u2212 published) with ours under the selected "
+                     "protocol. Published: 200 epochs, best test epoch, flip TTA.")
+
+
+def _comparison_section(selected, summary, params):
+    tables = published.for_setting(summary.get("dataset", "cifar100"), summary.get("imb_factor"),
+                                   params.get("train", {}).get("loss", "ce"))
+    lines = ["## Against the published numbers", ""]
+    if not tables:
+        return [*lines, NO_PUBLISHED, ""]
+    lines += [COMPARISON_LEGEND, ""]
+    for table in tables:
+        lines += [f"### {table.title}", "", f"Source: {table.source}.", "", comparison_table(selected, table.results),
+                  ""]
     return lines
 
 
 def _provenance_section(trains, summary, params, provenance):
     mindspore_versions = sorted({str((run.get("device") or {}).get("mindspore")) for run in trains.values()})
-    source = "synthetic stand-in archive" if summary.get("synthetic") else "CIFAR-100"
+    source = "synthetic stand-in archive" if summary.get("synthetic") else _dataset_title(summary)
     data = (f"{source}, profile {summary.get('profile')}, imb_factor {summary.get('imb_factor')}, "
             f"{summary.get('train_total')} training images, many / medium / few classes {_group_sizes(summary)}")
     return ["## Provenance", "",
@@ -371,21 +384,22 @@ def render_markdown(evals, trains, curves, summary, params, selection, flip_tta,
     without_curves = [name for name in trains if not curves.get(name)]
     if without_curves:
         figures += [f"No per-epoch curves (dvclive files) for: {', '.join(without_curves)}.", ""]
-    return "\n".join([f"# ImbSAM reproduction: CIFAR-100-LT ({title_if})", "",
+    return "\n".join([f"# ImbSAM reproduction: {_dataset_title(summary)}-LT ({title_if})", "",
                       *_banner(params, summary),
                       *_results_section(evals, selected, selection, flip_tta),
-                      *_comparison_section(selected),
+                      *_comparison_section(selected, summary, params),
                       *figures,
-                      HOW_TO_READ,
+                      how_to_read(summary),
                       *_provenance_section(trains, summary, params, provenance)])
 
 
 def write_report(out_dir, evals, trains, curves, summary, params, selection, flip_tta, provenance):
-    """Write report.md, per_class.png, curves.png and metrics.json into out_dir; return the metrics."""
+    """Write report.md, per_class.png, curves.png, metrics.json and seeds.json into out_dir; return the metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = metrics(aggregate(evals, selection, flip_tta))
     (out_dir / "metrics.json").write_text(json.dumps(selected, indent=2) + "\n")
+    (out_dir / "seeds.json").write_text(json.dumps(seed_metrics(evals, selection, flip_tta), indent=2) + "\n")
     (out_dir / "report.md").write_text(
         render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance))
     thresholds = [summary.get("few_threshold", 20), summary.get("many_threshold", 100)]

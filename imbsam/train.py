@@ -27,6 +27,7 @@ import numpy as np
 
 from imbsam.errors import InputError
 from imbsam.evaluate import group_accuracy, logits, per_class_accuracy
+from imbsam.losses import LOSSES
 from imbsam.methods import METHODS
 from imbsam.models import create_model
 from imbsam.optim import make_optimizer, make_train_step
@@ -51,6 +52,8 @@ class TrainConfig:
     schedule: str
     max_steps_per_epoch: int
     method_params: dict  # the method's params.yaml group (imbsam.methods)
+    loss: str = "ce"
+    loss_params: dict = None  # the loss's params.yaml group (imbsam.losses)
 
     @classmethod
     def from_params(cls, params, method, seed):
@@ -59,12 +62,17 @@ class TrainConfig:
                    batch_size=train.batch_size, lr=train.lr, momentum=train.momentum,
                    weight_decay=train.weight_decay, decay_bn=train.decay_bn, schedule=train.schedule,
                    max_steps_per_epoch=train.max_steps_per_epoch,
-                   method_params=getattr(params, method).model_dump())
+                   method_params=getattr(params, method).model_dump(), loss=train.loss,
+                   loss_params=getattr(params, train.loss).model_dump())
 
     def step_options(self, class_counts, steps_per_epoch=None):
         """The method's step options (imbsam.optim) for a split with these per-class counts."""
         schedule = (self.epochs, steps_per_epoch) if steps_per_epoch else None
         return METHODS[self.method].params(**self.method_params).step_options(class_counts, schedule)
+
+    def loss_options(self, class_counts):
+        """The loss Cell's options (imbsam.criteria) for a split with these per-class counts."""
+        return LOSSES[self.loss].params(**(self.loss_params or {})).loss_options(class_counts, self.epochs)
 
     def digest(self, data_fingerprint):
         text = json.dumps({"config": asdict(self), "data": data_fingerprint}, sort_keys=True)
@@ -194,8 +202,10 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     and train.json; resume_dir/<config hash> holds the per-epoch checkpoint until the run ends.
     """
     import mindspore as ms
-    from mindspore import Tensor, nn
+    from mindspore import Tensor
     from tqdm import tqdm
+
+    from imbsam.criteria import create_loss
 
     summary = split["summary"]
     batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
@@ -208,12 +218,14 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
 
     ms.set_seed(config.seed)
-    network = create_model(config.arch, summary["num_classes"], seed=config.seed, kernels=kernels)
+    network = create_model(config.arch, summary["num_classes"], seed=config.seed, kernels=kernels,
+                           normalised_head=LOSSES[config.loss].normalised_head)
+    loss_options = config.loss_options(summary["class_counts"])
+    loss_fn = create_loss(config.loss, summary["num_classes"], loss_options)
     device = {**(device or {}), "mode": mode, "kernels": network.kernels}
     schedule = learning_rates(config.schedule, config.lr, config.epochs, batches.steps_per_epoch)
     optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
-    step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, config.method, mode=mode,
-                           **options)
+    step = make_train_step(network, loss_fn, optimizer, config.method, mode=mode, **options)
 
     state = checkpoints.load_state()
     if state:
@@ -225,10 +237,14 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
                  "wall_seconds": 0.0, "train_images": 0}
     live = _Live(live_dir, state["history"]) if live_dir else None
 
-    log(f"training {config.method} seed {config.seed}: {config.arch}, {config.epochs} epochs x "
+    log(f"training {config.method} seed {config.seed}: {config.arch}, {LOSSES[config.loss].label} loss, "
+        f"{config.epochs} epochs x "
         f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
         f"device {device.get('target', '?')} ({mode}, {network.kernels} kernels)")
     _say_epochs_at_zero(log, config, epochs_at_zero(schedule, batches.steps_per_epoch))
+    if loss_options.get("weights_from_epoch", 0) > config.epochs:
+        log(f"note: {config.loss}.drw_after={config.loss_params['drw_after']} is not below train.epochs="
+            f"{config.epochs}: this run never re-weights (LDAM without DRW); lower {config.loss}.drw_after")
     started, resumed_after = time.time(), state["epoch"]
     status = {"run": f"{config.method}-{config.seed}", "pid": os.getpid(), "device": device.get("slot")
               or device.get("target"), "epochs": config.epochs, "epoch": state["epoch"], "epoch_seconds": None,
@@ -239,6 +255,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
         try:
             for epoch in range(state["epoch"] + 1, config.epochs + 1):
                 epoch_started = time.perf_counter()
+                loss_fn.start_epoch(epoch)
                 losses, seen, step_ends = [], 0, []
                 bar = tqdm(batches.epoch(epoch), total=batches.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}",
                            unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)

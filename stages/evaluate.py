@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from imbsam import device
 from imbsam.errors import InputError
+from imbsam.losses import LOSSES
 
 SPLIT_DIR = Path("data/split")
 RUNS_DIR = Path("runs")
@@ -63,7 +64,8 @@ def main():
 
     split = load_split(SPLIT_DIR)
     summary = split["summary"]
-    network = create_model(arch, num_classes=summary["num_classes"], kernels=kernels)
+    normalised = LOSSES[run["config"].get("loss", "ce")].normalised_head
+    network = create_model(arch, num_classes=summary["num_classes"], kernels=kernels, normalised_head=normalised)
     info["kernels"] = network.kernels
 
     variants = {}

@@ -9,6 +9,7 @@ import yaml
 
 from imbsam import params as schema
 from imbsam.errors import InputError
+from imbsam.losses import LOSSES
 from imbsam.methods import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,8 +20,28 @@ def _raw():
 
 
 def test_params_yaml_is_the_schema_defaults():
-    assert _raw() == schema.defaults()
-    assert schema.load(REPO / "params.yaml") == schema.Params()
+    assert _raw() == schema.file_defaults()
+    assert schema.load(REPO / "params.yaml").model_dump() == schema.defaults()
+
+
+def test_auto_follows_the_dataset():
+    cifar100, cifar10 = schema.defaults("cifar100"), schema.defaults("cifar10")
+    assert (cifar100["split"]["many_threshold"], cifar100["split"]["few_threshold"], cifar100["imbsam"]["eta"]) == (
+        100, 20, 20)
+    assert (cifar10["split"]["many_threshold"], cifar10["split"]["few_threshold"], cifar10["imbsam"]["eta"]) == (
+        1000, 200, 200)
+    assert cifar10["data"]["md5"] == "c58f30108f718f92721af3b95e74349a"
+    assert cifar10["data"]["url"].endswith("/cifar-10-python.tar.gz")
+    assert (cifar10["focal_sam"]["rho"], cifar10["focal_sam"]["gamma"], cifar10["focal_sam"]["sharpness"]) == (
+        0.2, 3.0, 0.5)
+    # A value given is kept, whatever the dataset.
+    assert schema.override(schema.Params(), {"data.dataset": "cifar10", "imbsam.eta": 50}).imbsam.eta == 50
+
+
+@pytest.mark.parametrize("key", ["data.url", "data.md5"])
+def test_another_datasets_official_archive_is_refused_before_any_download(key):
+    with pytest.raises(InputError, match=f"{key} is CIFAR-100's archive but data.dataset=cifar10: set {key}=auto"):
+        schema.override(schema.Params(), {"data.dataset": "cifar10", key: schema.defaults()["data"][key.split(".")[1]]})
 
 
 def test_every_key_says_what_it_means():
@@ -43,6 +64,13 @@ def test_every_method_has_its_group_and_its_step():
         assert callable(method.step_function())
 
 
+def test_every_loss_has_its_group_and_its_cell():
+    raw = _raw()
+    for name, loss in LOSSES.items():
+        assert raw[name] == loss.params().model_dump()
+        assert callable(loss.cell_class())
+
+
 @pytest.mark.parametrize(("dotted", "value", "expected"), [
     ("train.optimizers", ["sgd", "imbsm"], ("train.optimizers[1]='imbsm' is invalid: input should be 'sgd', 'sam', "
                                            "'imbsam', 'focal_sam' or 'sse_sam'")),
@@ -61,7 +89,11 @@ def test_every_method_has_its_group_and_its_step():
     ("eval.flip_tta", 1, "eval.flip_tta=1 is invalid"),
     ("model.arch", "resnet18", "model.arch='resnet18' is invalid: input should be 'resnet34' or 'resnet32'"),
     ("imbsam.rho", -0.5, "imbsam.rho=-0.5 is invalid: input should be greater than or equal to 0"),
-    ("imbsam.eta", 20.5, "imbsam.eta=20.5 is invalid: input should be a valid integer"),
+    ("imbsam.eta", 20.5, "imbsam.eta=20.5 is invalid: input should be a valid integer or 'auto'"),
+    ("imbsam.eta", "Auto", "imbsam.eta='Auto' is invalid: input should be a valid integer or 'auto'"),
+    ("data.dataset", "cifar1000", "data.dataset='cifar1000' is invalid: input should be 'cifar100' or 'cifar10'"),
+    ("train.loss", "focal", "train.loss='focal' is invalid: input should be 'ce', 'logit_adjusted', "),
+    ("ldam_drw.beta", 1.0, "ldam_drw.beta=1.0 is invalid: input should be less than 1"),
     ("sam.rho", None, "sam.rho=None is invalid"),
     ("device.target", "TPU", "device.target='TPU' is invalid: input should be 'auto', 'CPU', 'GPU' or 'Ascend'"),
     ("split.few_threshold", 101, "split.few_threshold=101 is invalid: must not exceed split.many_threshold (100)"),
@@ -95,7 +127,7 @@ def test_a_missing_key_names_what_to_add():
         schema.validate(raw)
     raw = _raw()
     del raw["imbsam"]
-    with pytest.raises(InputError, match=r"missing key imbsam; add it with its default, \{rho: 0.05, eta: 20, "):
+    with pytest.raises(InputError, match=r"missing key imbsam; add it with its default, \{rho: 0.05, eta: auto, "):
         schema.validate(raw)
 
 

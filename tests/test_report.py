@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imbsam import report
+from imbsam import params as schema
+from imbsam import published, report
 from imbsam.params import PAPER_PROTOCOL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,8 +68,8 @@ def summary(synthetic):
 
 
 def paper_params():
-    """The repository's params.yaml, whose defaults are the paper's protocol."""
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    """The repository's params.yaml as the report stage gets it (validated, auto resolved): the paper's protocol."""
+    return schema.load(REPO / "params.yaml").model_dump()
 
 
 def smoke_params(optimizers=("sgd", "imbsam"), seeds=(1, 2)):
@@ -140,12 +141,12 @@ def test_an_empty_group_stays_none_through_tables_and_metrics():
     assert aggregated["sgd"]["mean"]["few"] is None
     assert report.metrics(aggregated)["sgd"]["few"] is None
     assert ["SGD", "67.5", "15.0", "n/a", "50.0", "1"] in table_rows(report.results_table(aggregated))
-    assert "13.5 (n/a)" in report.comparison_table(aggregated, report.PUBLISHED["Paper (PyTorch)"]["results"])
+    assert "13.5 (n/a)" in report.comparison_table(aggregated, published.PUBLISHED[0].results)
 
 
 def test_comparison_shows_published_value_and_our_signed_difference():
     aggregated = report.aggregate(_records(), "best", True)
-    table = report.comparison_table(aggregated, report.PUBLISHED["Paper (PyTorch)"]["results"])
+    table = report.comparison_table(aggregated, published.PUBLISHED[0].results)
     # SGD: ours 87 / 52 / 17 / 52; ImbSAM: ours 75 / 60 / 35 / 56.67.
     assert table_rows(table)[1:] == [["SGD", "77.8 (+9.2)", "46.6 (+5.4)", "13.5 (+3.5)", "47.6 (+4.4)"],
                                      ["ImbSAM", "75.9 (\u22120.9)", "53.5 (+6.5)", "19.4 (+15.6)", "51.1 (+5.6)"]]

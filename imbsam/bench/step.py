@@ -61,7 +61,7 @@ def longtail_dataset():
 
 def tail_classes():
     """ImbSAM's tail at the paper's eta: the classes a batch must hold one of for ImbSAM's dearer path."""
-    return METHODS["imbsam"].params().step_options(longtail_dataset()[1])["tail_classes"]
+    return METHODS["imbsam"].params(**PAPER["imbsam"]).step_options(longtail_dataset()[1])["tail_classes"]
 
 
 def label_batches(batch_size, count, seed=SEED):

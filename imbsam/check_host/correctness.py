@@ -15,6 +15,10 @@ from imbsam.device import STEP_MODES
 from imbsam.methods import METHODS
 from imbsam.models import BatchNorm2d, Conv2d, GlobalAvgPool, resolve_kernels, use_onednn_kernels
 from imbsam.optim import make_optimizer, make_train_step
+from imbsam.params import defaults
+
+# Each method's params group as the paper's protocol resolves it (auto: CIFAR-100's values), which `cases` varies.
+PAPER = defaults()
 
 # (rtol, atol): the check passes where |device - reference| <= atol + rtol * |reference|, numpy's allclose.
 # On the CPU the steps were measured within 1e-5 of the reference; a wrong update (a dropped factor, a
@@ -99,7 +103,7 @@ def cases(methods=tuple(METHODS)):
                 chosen = {**({field: rho for field in radii} if radii else {}),
                           **({"adaptive": adaptive} if adaptive is not None else {})}
                 variant = " ".join([f"rho={rho}"] * bool(radii) + ["adaptive"] * bool(adaptive))
-                params = METHODS[name].params(**chosen)
+                params = METHODS[name].params(**{**PAPER[name], **chosen})
                 yield name, variant, params.step_options(list(reference.CLASS_COUNTS), SCHEDULE)
 
 
