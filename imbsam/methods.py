@@ -105,6 +105,7 @@ class Method:
     # (forward ms, backward ms, share of batches without a tail sample) -> the least a step can take
     floor: Callable[[float, float, float], float]
     source: str
+    floor_text: str = "f+b"  # the floor as the benchmark's legend says it
 
     def step_function(self):
         module, function = self.step.split(":")
@@ -113,17 +114,17 @@ class Method:
 
 METHODS = {method.name: method for method in (
     Method("sgd", "SGD", SGDParams, "imbsam.optim:sgd", lambda f, b, tail_free: f + b,
-           "SGD with momentum"),
+           "SGD with momentum", "f+b"),
     Method("sam", "SAM", SAMParams, "imbsam.optim:sam", lambda f, b, tail_free: 2 * (f + b),
-           "Foret et al., ICLR 2021, as run by the ImbSAM authors' code"),
+           "Foret et al., ICLR 2021, as run by the ImbSAM authors' code", "2(f+b)"),
     # A batch with a tail sample: one forward at w for the head and tail gradients, one at w + eps.
     Method("imbsam", "ImbSAM", ImbSAMParams, "imbsam.optim:imbsam",
            lambda f, b, tail_free: tail_free * (f + b) + (1 - tail_free) * (2 * f + 3 * b),
-           "Zhou et al., ICCV 2023"),
+           "Zhou et al., ICCV 2023", "f+b on a tail-free batch and 2f+3b otherwise"),
     # One forward at w for the clean and the focal gradients, one at w + eps.
     Method("focal_sam", "Focal-SAM", FocalSAMParams, "imbsam.optim:focal_sam", lambda f, b, tail_free: 2 * f + 3 * b,
-           "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)"),
+           "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)", "2f+3b"),
     # The authors' code: a forward and a backward at w and at w + eps, for the head and then for the tail.
     Method("sse_sam", "SSE-SAM", SSESAMParams, "imbsam.optim:sse_sam", lambda f, b, tail_free: 4 * (f + b),
-           "SSE-SAM, AAAI 2025 (github Zemdalk/SSE-SAM)"),
+           "SSE-SAM, AAAI 2025 (github Zemdalk/SSE-SAM)", "4(f+b)"),
 )}

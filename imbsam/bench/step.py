@@ -1,4 +1,4 @@
-"""Train-step throughput of SGD, SAM and ImbSAM, set against the floors the network's own passes imply.
+"""Train-step throughput of the methods table's optimizers, set against the floors the network's own passes imply.
 
     python -m imbsam.bench --arch resnet34 --batch-size 64 --compare-torch
 
@@ -419,6 +419,13 @@ def variant_labels(modes, kernels):
     return labels
 
 
+def _floor_legend(rows):
+    """Each benchmarked method's floor, from the methods table."""
+    benched = [method for method in METHODS.values()
+               if any(name == method.name or name.startswith(f"{method.name} [") for name in rows)]
+    return ", ".join(f"{method.name} {method.floor_text}" for method in benched)
+
+
 def row_name(name, label):
     """Rows carry their variant's label when several variants are compared."""
     return f"{name} [{label}]" if label else name
@@ -559,8 +566,8 @@ def format_report(figures):
                          for label, ms in figures["backward_ms"].items())
     if backward:
         lines.append(
-            f"floors: f = forward, b = forward+backward - f = {backward}; sgd f+b, sam 2(f+b), "
-            f"imbsam f+b on a tail-free batch and 2f+3b otherwise, mixed by the timed batches' tail-free share "
+            f"floors: f = forward, b = forward+backward - f = {backward}; {_floor_legend(figures['rows'])}; "
+            f"ImbSAM's mixed by the timed batches' tail-free share "
             f"{tail_free['measured']:.2f} ({tail_free['timed_batches']} batches; "
             f"{tail_free['expected']:.3f} expected for CIFAR-100-LT IF=100 at batch {config['batch_size']})")
     picked = {v["resolved_kernels"] for v in config["variants"].values() if v["kernels"] == "auto"}
