@@ -2,14 +2,13 @@
 imbsam.optim and a group in params.yaml.
 
 A row names the method (its `train.optimizers` entry and its params.yaml group), its label in reports, its
-params group (the keys, defaults, checks and meanings of that group, which imbsam.params validates), its
-step function (imported only when a step is built, so validating params.yaml loads no MindSpore) and its
-arithmetic floor (what the benchmark sets its step against).
+params group (the keys, defaults, checks and meanings of that group, which imbsam.params validates) and its
+step function (imported only when a step is built, so validating params.yaml loads no MindSpore). Every stage
+depends on this file, so what only the benchmark needs (each method's arithmetic floor) lives in imbsam.bench.
 """
 
 import importlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,10 +101,7 @@ class Method:
     label: str
     params: type
     step: str  # "module:function"
-    # (forward ms, backward ms, share of batches without a tail sample) -> the least a step can take
-    floor: Callable[[float, float, float], float]
     source: str
-    floor_text: str = "f+b"  # the floor as the benchmark's legend says it
 
     def step_function(self):
         module, function = self.step.split(":")
@@ -113,18 +109,10 @@ class Method:
 
 
 METHODS = {method.name: method for method in (
-    Method("sgd", "SGD", SGDParams, "imbsam.optim:sgd", lambda f, b, tail_free: f + b,
-           "SGD with momentum", "f+b"),
-    Method("sam", "SAM", SAMParams, "imbsam.optim:sam", lambda f, b, tail_free: 2 * (f + b),
-           "Foret et al., ICLR 2021, as run by the ImbSAM authors' code", "2(f+b)"),
-    # A batch with a tail sample: one forward at w for the head and tail gradients, one at w + eps.
-    Method("imbsam", "ImbSAM", ImbSAMParams, "imbsam.optim:imbsam",
-           lambda f, b, tail_free: tail_free * (f + b) + (1 - tail_free) * (2 * f + 3 * b),
-           "Zhou et al., ICCV 2023", "f+b on a tail-free batch and 2f+3b otherwise"),
-    # One forward at w for the clean and the focal gradients, one at w + eps.
-    Method("focal_sam", "Focal-SAM", FocalSAMParams, "imbsam.optim:focal_sam", lambda f, b, tail_free: 2 * f + 3 * b,
-           "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)", "2f+3b"),
-    # The authors' code: a forward and a backward at w and at w + eps, for the head and then for the tail.
-    Method("sse_sam", "SSE-SAM", SSESAMParams, "imbsam.optim:sse_sam", lambda f, b, tail_free: 4 * (f + b),
-           "SSE-SAM, AAAI 2025 (github Zemdalk/SSE-SAM)", "4(f+b)"),
+    Method("sgd", "SGD", SGDParams, "imbsam.optim:sgd", "SGD with momentum"),
+    Method("sam", "SAM", SAMParams, "imbsam.optim:sam", "Foret et al., ICLR 2021, as run by the ImbSAM authors' code"),
+    Method("imbsam", "ImbSAM", ImbSAMParams, "imbsam.optim:imbsam", "Zhou et al., ICCV 2023"),
+    Method("focal_sam", "Focal-SAM", FocalSAMParams, "imbsam.optim:focal_sam",
+           "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)"),
+    Method("sse_sam", "SSE-SAM", SSESAMParams, "imbsam.optim:sse_sam", "SSE-SAM, AAAI 2025 (github Zemdalk/SSE-SAM)"),
 )}

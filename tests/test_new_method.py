@@ -13,7 +13,7 @@ class ToyParams(MethodParams):
     scale: float = Field(0.5, gt=0, description="the factor of the mean loss's gradient")
 
 
-METHODS["toy"] = Method("toy", "Toy", ToyParams, "imbsam.optim:toy", lambda f, b, tail_free: f + b, "a test's")
+METHODS["toy"] = Method("toy", "Toy", ToyParams, "imbsam.optim:toy", "a test's")
 '''
 STEP = '''
 
