@@ -7,6 +7,8 @@ Call `setup()` once per process, before MindSpore does any tensor work: MindSpor
 before `import mindspore` (setup() puts them there first).
 """
 
+import ctypes
+import dataclasses
 import fcntl
 import glob
 import os
@@ -120,7 +122,8 @@ def check_gpus(gpus):
             raise InputError(f"{gpu}: CUDA 11 needs driver 450.80.02 or newer (520.61.05 for all of this image): "
                              "upgrade the driver, or train on the CPU: -S device.target=CPU")
         if gpu.capability is None:
-            how, note = None, "its driver predates R510 and cannot report its compute capability"
+            how, note = None, ("its driver predates R510 and neither it nor its library reported the compute "
+                               "capability: if this build cannot run on it, CUDA fails at the first step")
         else:
             how, why = gpu_support(gpu.capability)
             if how is None:
@@ -135,9 +138,40 @@ def check_gpus(gpus):
     return notes
 
 
+# cuDeviceGetAttribute's CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR and _MINOR (cuda.h).
+_CU_CAPABILITY_MAJOR, _CU_CAPABILITY_MINOR = 75, 76
+
+
+def driver_capabilities():
+    """{GPU name: (major, minor)} from the driver's own library, libcuda.so.1, which every driver since CUDA's
+    first knows, for those whose nvidia-smi cannot tell; {} where it does not load or answer."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return {}
+    count = ctypes.c_int()
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return {}
+    found = {}
+    for ordinal in range(count.value):
+        device, major, minor, name = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.create_string_buffer(256)
+        if not (cuda.cuDeviceGet(ctypes.byref(device), ordinal) or cuda.cuDeviceGetName(name, 256, device)
+                or cuda.cuDeviceGetAttribute(ctypes.byref(major), _CU_CAPABILITY_MAJOR, device)
+                or cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CU_CAPABILITY_MINOR, device)):
+            found[name.value.decode(errors="replace")] = (major.value, minor.value)
+    return found
+
+
+def fill_capabilities(gpus, capabilities):
+    """The GPUs with each unknown compute capability taken from {name: capability} (driver_capabilities): CUDA
+    numbers devices in its own order, and GPUs of one name share their capability."""
+    return [gpu if gpu.capability is not None or gpu.name not in capabilities
+            else dataclasses.replace(gpu, capability=capabilities[gpu.name]) for gpu in gpus]
+
+
 def query_gpus():
-    """The visible GPUs as nvidia-smi lists them; None without nvidia-smi (outside the gpu image, no driver
-    utilities)."""
+    """The visible GPUs as nvidia-smi lists them, with the capability a driver before R510 does not print taken
+    from the driver's library; None without nvidia-smi (outside the gpu image, no driver utilities)."""
     try:
         result = subprocess.run(NVIDIA_SMI, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:  # a driver before R510 knows no compute_cap
@@ -145,7 +179,10 @@ def query_gpus():
                                     capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return parse_nvidia_smi(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    gpus = parse_nvidia_smi(result.stdout)
+    return fill_capabilities(gpus, driver_capabilities()) if any(gpu.capability is None for gpu in gpus) else gpus
 
 
 def _image_target():

@@ -1,5 +1,6 @@
 """Device selection on a machine with a CPU only (what CI has)."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -8,7 +9,16 @@ import mindspore as ms
 import pytest
 
 from imbsam import device
-from imbsam.device import IMAGE_TARGET_ENV, check_gpus, parse_nvidia_smi, preflight, resolve_mode, resolve_target
+from imbsam.device import (
+    IMAGE_TARGET_ENV,
+    check_gpus,
+    driver_capabilities,
+    fill_capabilities,
+    parse_nvidia_smi,
+    preflight,
+    resolve_mode,
+    resolve_target,
+)
 from imbsam.errors import InputError
 from imbsam.kernels.environment import restore_user_environment
 
@@ -93,19 +103,20 @@ def test_choosing_the_device_on_a_cpu_host_prints_no_plugin_noise():
 
 
 # nvidia-smi --query-gpu=index,name,compute_cap,driver_version --format=csv,noheader, as GPUs of each
-# generation answer it (names and driver branches as those GPUs report them).
+# generation answer it (names and driver branches as those GPUs report them); a driver before R510 knows no
+# compute_cap, and query_gpus asks it for index,name,driver_version instead.
 RECORDED = {
-    "kepler": "0, Tesla K80, 3.7, 470.256.02\n1, Tesla K80, 3.7, 470.256.02",
+    "kepler": "0, Tesla K80, 470.256.02\n1, Tesla K80, 470.256.02",
     "maxwell": "0, Tesla M40 24GB, 5.2, 535.183.01",
     "pascal": "0, Tesla P100-PCIE-16GB, 6.0, 535.183.01",
     "volta": "0, Tesla V100-SXM2-32GB, 7.0, 550.54.15\n1, Tesla V100-SXM2-32GB, 7.0, 550.54.15",
-    "turing-old-driver": "0, Tesla T4, 7.5, 470.199.02",
+    "turing-old-driver": "0, Tesla T4, 470.199.02",
     "ampere": "0, NVIDIA A100-SXM4-80GB, 8.0, 550.90.07",
     "ada": "0, NVIDIA GeForce RTX 4090, 8.9, 560.35.03",
     "hopper": "0, NVIDIA H100 80GB HBM3, 9.0, 550.127.05",
     "blackwell": "0, NVIDIA B200, 10.0, 570.124.06",
     "blackwell-consumer": "0, NVIDIA GeForce RTX 5090, 12.0, 575.57.08",
-    "too-old-driver": "0, Tesla V100-PCIE-16GB, 7.0, 418.67",
+    "too-old-driver": "0, Tesla V100-PCIE-16GB, 418.67",
 }
 
 
@@ -122,6 +133,14 @@ def test_a_hopper_gpu_runs_through_ptx_jit_and_says_so():
         check_gpus(parse_nvidia_smi(RECORDED["hopper"]))
 
 
+# What driver_capabilities reads from libcuda.so.1 on those GPUs: cuDeviceGetName and the capability attributes.
+DRIVER_LIBRARY = {"kepler": {"Tesla K80": (3, 7)}, "turing-old-driver": {"Tesla T4": (7, 5)}}
+
+
+def _recorded(name):
+    return fill_capabilities(parse_nvidia_smi(RECORDED[name]), DRIVER_LIBRARY.get(name, {}))
+
+
 @pytest.mark.parametrize(("recorded", "why"), [
     ("kepler", "start at compute capability 6.0"),
     ("maxwell", "start at compute capability 6.0"),
@@ -129,7 +148,7 @@ def test_a_hopper_gpu_runs_through_ptx_jit_and_says_so():
     ("blackwell-consumer", "no Blackwell code"),
 ])
 def test_a_gpu_this_build_cannot_run_stops_naming_it_and_what_to_use(recorded, why):
-    gpu = parse_nvidia_smi(RECORDED[recorded])[0]
+    gpu = _recorded(recorded)[0]
     with pytest.raises(InputError) as error:
         check_gpus([gpu])
     message = str(error.value)
@@ -139,14 +158,19 @@ def test_a_gpu_this_build_cannot_run_stops_naming_it_and_what_to_use(recorded, w
 
 def test_old_drivers_warn_or_stop():
     with pytest.warns(UserWarning, match="older than CUDA 11.8's 520.61.05"):
-        check_gpus(parse_nvidia_smi(RECORDED["turing-old-driver"]))
+        check_gpus(_recorded("turing-old-driver"))
     with pytest.raises(InputError, match="CUDA 11 needs driver 450.80.02 or newer"):
         check_gpus(parse_nvidia_smi(RECORDED["too-old-driver"]))
     # Before R510 nvidia-smi knows no compute_cap: the capability is unknown, the driver says enough.
     (gpu,) = parse_nvidia_smi("0, Tesla V100-SXM2-16GB, 470.57.02")
     assert gpu.capability is None and gpu.driver_version == (470, 57, 2)
-    with pytest.warns(UserWarning, match="cannot report its compute capability"):
+    with pytest.warns(UserWarning, match="neither it nor its library reported the compute capability"):
         check_gpus([gpu])
+
+
+@pytest.mark.skipif(bool(glob.glob("/dev/nvidia[0-9]*")), reason="a GPU host: its answers are its own")
+def test_without_a_gpu_the_driver_library_reports_nothing():
+    assert driver_capabilities() == {}
 
 
 def _fake_host(monkeypatch, tmp_path, nodes=(), smi=None):
