@@ -1,9 +1,8 @@
 #!/bin/bash
 # Build-time step 1 (every target): OS packages the image needs, then no apt leftovers.
-# Usage: install-os.sh [--no-python] [EXTRA_APT_PACKAGE...]
-#   A base without python3 gets the distribution's python3 and python3-venv, unless
-#   --no-python (the gpu target installs its own CPython); install-python.sh then
-#   checks the version.
+# Usage: install-os.sh [EXTRA_APT_PACKAGE...]
+#   A base without python3 gets the distribution's python3 and python3-venv;
+#   install-python.sh then checks the version.
 # git is required by DVC; ca-certificates by pip and DVC's http remotes; libgomp1
 # (OpenMP) by MindSpore's core library, which the wheel does not bundle.
 set -euo pipefail
@@ -12,10 +11,8 @@ if ! command -v apt-get >/dev/null; then
     echo "install-os.sh: BASE_IMAGE must be Debian/Ubuntu based (no apt-get found)" >&2
     exit 1
 fi
-distro_python=1
-if [ "${1:-}" = --no-python ]; then distro_python=0; shift; fi
 packages=(git ca-certificates libgomp1 "$@")
-if [ $distro_python = 1 ] && ! command -v python3 >/dev/null; then
+if ! command -v python3 >/dev/null; then
     packages+=(python3 python3-venv)
 fi
 export DEBIAN_FRONTEND=noninteractive

@@ -269,6 +269,7 @@ PY
         --workingdir /workspace "$ctr" -- /usr/local/lib/imbsam/entrypoint.sh bash -c '
             set -uo pipefail
             source .smoke-init.sh && init_workspace
+            echo "=== dvc exp run"
             dvc exp run -S "data.url=$archive" -S "data.md5=$md5"
             echo "exit status $?"
             test ! -e data/archive/cifar-100-python.tar.gz && echo "nothing downloaded"
@@ -278,7 +279,11 @@ PY
             echo "check_host exit status $?"
         ' 2>&1) || true
     echo "$out" >&2
-    grep -q -- "--gpus all" <<<"$out" || die "dvc repro without a GPU did not name --gpus all"
+    # The run's own lines only: the host check below names --gpus all too.
+    local repro
+    repro=$(sed -n '/^=== dvc exp run$/,/^exit status /p' <<<"$out")
+    grep -q -- "--gpus all" <<<"$repro" || die "dvc repro without a GPU did not name --gpus all"
+    grep -q "^exit status [1-9]" <<<"$repro" || die "dvc repro without a GPU did not fail"
     grep -q "nothing downloaded" <<<"$out" || die "dvc repro without a GPU downloaded before stopping"
     grep -q "device.target=CPU downloads" <<<"$out" || die "device.target=CPU did not run the download"
     grep -q "check_host exit status 1" <<<"$out" && grep -q "^FAIL: the host section stopped: .*--gpus all" <<<"$out" \
