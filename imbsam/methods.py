@@ -27,7 +27,15 @@ class MethodParams(BaseModel):
     def step_options(self, class_counts, schedule=None):
         """The keyword arguments of the step function, given the training split's per-class counts and the run's
         (epochs, steps per epoch), None where no run is planned (a benchmark)."""
-        return self.model_dump()
+        return self.resolved()
+
+    def resolved(self):
+        """The group as a dict, every `auto` already given its dataset's value (imbsam.params does that)."""
+        values = self.model_dump()
+        left = [name for name, value in values.items() if value == "auto"]
+        if left:
+            raise ValueError(f"{', '.join(left)} still auto: take the group from imbsam.params (validate, defaults)")
+        return values
 
 
 class SGDParams(MethodParams):
@@ -47,8 +55,9 @@ class ImbSAMParams(MethodParams):
         True, description="BatchNorm statistics move in the forward at w + eps too, as in the authors' code")
 
     def step_options(self, class_counts, schedule=None):
-        options = self.model_dump(exclude={"eta"})
-        return {**options, "tail_classes": tail_classes_for(class_counts, self.eta)}
+        options = self.resolved()
+        eta = options.pop("eta")
+        return {**options, "tail_classes": tail_classes_for(class_counts, eta)}
 
 
 class FocalSAMParams(MethodParams):
@@ -63,9 +72,9 @@ class FocalSAMParams(MethodParams):
     adaptive: bool = Field(False, description="ASAM's scale-invariant eps, off in every script of the authors")
 
     def step_options(self, class_counts, schedule=None):
-        total = sum(class_counts)
-        weights = [self.sharpness * (1 - count / total) ** self.gamma for count in class_counts]
-        return {"rho": self.rho, "class_weights": weights, "adaptive": self.adaptive}
+        group, total = self.resolved(), sum(class_counts)
+        weights = [group["sharpness"] * (1 - count / total) ** group["gamma"] for count in class_counts]
+        return {"rho": group["rho"], "class_weights": weights, "adaptive": self.adaptive}
 
 
 class SSESAMParams(MethodParams):
@@ -82,6 +91,7 @@ class SSESAMParams(MethodParams):
         """The head's eps is off from the first epoch e (0-based) with e >= epochs * head_off_after, as the
         authors' per-epoch counter switches it; as a step index, which the optimizer's step counter (kept in
         checkpoints) is compared with."""
+        self.resolved()
         off_from = None
         if schedule and 0 < self.head_off_after < 1:
             epochs, steps_per_epoch = schedule

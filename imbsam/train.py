@@ -301,7 +301,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     ms.save_checkpoint(list(network.get_parameters()), str(out_dir / "model" / "last.ckpt"))
     shutil.copyfile(checkpoints.folder / state["files"]["best"], out_dir / "model" / "best.ckpt")
     metadata = {
-        "optimizer": config.method, "seed": config.seed, "arch": config.arch,
+        "optimizer": config.method, "seed": config.seed, "arch": config.arch, "loss": config.loss,
         "epochs": config.epochs, "epochs_completed": state["epoch"], "last_epoch": state["epoch"],
         "best_epoch": state["best_epoch"], "best_test_acc_plain": state["best_acc"],
         "last_test_acc_plain": state["history"][-1]["test/all"],

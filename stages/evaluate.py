@@ -64,7 +64,8 @@ def main():
 
     split = load_split(SPLIT_DIR)
     summary = split["summary"]
-    normalised = LOSSES[run["config"].get("loss", "ce")].normalised_head
+    # The loss the run trained with decides its last layer (LDAM's is normalised).
+    normalised = LOSSES[run.get("loss", "ce")].normalised_head
     network = create_model(arch, num_classes=summary["num_classes"], kernels=kernels, normalised_head=normalised)
     info["kernels"] = network.kernels
 

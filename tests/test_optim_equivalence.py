@@ -25,6 +25,7 @@ except RuntimeError:
     pass
 
 from imbsam.check_host.correctness import TinyNet, device_run, worst_error
+from imbsam.params import defaults
 
 TAIL_CLASSES = (2, 3)
 RTOL, ATOL = 1e-4, 1e-6
@@ -51,7 +52,7 @@ def options(method, rho=0.05, tail_classes=TAIL_CLASSES, bn_update_in_perturbed_
 def test_focal_sam_weights_are_its_params_groups():
     from imbsam.methods import METHODS
 
-    got = METHODS["focal_sam"].params().step_options(list(reference.CLASS_COUNTS))
+    got = METHODS["focal_sam"].params(**defaults()["focal_sam"]).step_options(list(reference.CLASS_COUNTS))
     np.testing.assert_allclose(got["class_weights"], FOCAL_WEIGHTS, rtol=1e-12)
     assert got["rho"] == 0.3 and got["adaptive"] is False
 
@@ -237,12 +238,13 @@ def test_sse_sam_options_from_its_group_and_its_head_cut():
     """The head's eps stops at the first epoch at or past 70% of them, as a step index; with no run planned, not."""
     from imbsam.methods import METHODS
 
-    group = METHODS["sse_sam"].params()
+    group = METHODS["sse_sam"].params(**defaults()["sse_sam"])
     got = group.step_options(list(reference.CLASS_COUNTS), (200, 170))
     assert got == {"head_rho": 0.05, "tail_rho": 0.1, "tail_classes": [0, 1, 2, 3], "head_off_from_step": 140 * 170}
     assert group.step_options([500, 50], (3, 10))["head_off_from_step"] == 30  # ceil(2.1) = 3 epochs
     assert group.step_options([500, 50])["head_off_from_step"] is None
-    assert METHODS["sse_sam"].params(head_off_after=0.0).step_options([5], (10, 1))["head_off_from_step"] is None
+    never = METHODS["sse_sam"].params(eta=100, head_off_after=0.0)
+    assert never.step_options([5], (10, 1))["head_off_from_step"] is None
     batches = make_batches()
     cut, uncut = ({**options("sse_sam", 0.5), "head_off_from_step": step} for step in (2, None))
     assert_matches(device_run("sse_sam", batches, uncut, LRS), reference.run("sse_sam", batches, uncut, LRS),
