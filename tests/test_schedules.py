@@ -38,3 +38,27 @@ def test_an_unknown_schedule_is_refused():
     assert SCHEDULES == ("epoch_cosine_at_start", "step_cosine")
     with pytest.raises(ValueError, match="train.schedule='linear'"):
         learning_rates("linear", 0.01, 2, 2)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_the_optimizer_applies_each_steps_rate(schedule):
+    """The rate SGD applies, not the array it is given: three steps of imbsam.optim's SGD under each schedule
+    (3 epochs of 1 step) against imbsam.reference's float64 SGD taking the formula's rates one by one. The
+    authors' schedule's last step is at rate 0 and moves no weight."""
+    from imbsam import reference
+    from imbsam.check_host.correctness import device_run, worst_error
+
+    epochs = 3
+    # Epoch e (1-based) of the authors'; step s (0-based) of step_cosine, over epochs x 1 steps.
+    formula = [0.1 * (1 + np.cos(np.pi * (e + 1 if schedule == "epoch_cosine_at_start" else e) / epochs)) / 2
+               for e in range(epochs)]
+    batches = reference.make_batches()
+    ours = device_run("sgd", batches, lrs=learning_rates(schedule, 0.1, epochs, 1))
+    expected = reference.run("sgd", batches, lrs=formula)
+    worst, where = worst_error(ours, expected, 1e-4, 1e-6)
+    assert worst <= 1e-4, where
+    # A rate one step off would not match: the reference with the rates shifted by one step differs.
+    shifted = reference.run("sgd", batches, lrs=[formula[0], *formula[:-1]])
+    assert worst_error(ours, shifted, 1e-4, 1e-6)[0] > 1e-3
+    if schedule == "epoch_cosine_at_start":
+        assert all(np.array_equal(ours[-2][1][key], ours[-1][1][key]) for key in reference.PARAM_KEYS)

@@ -145,12 +145,17 @@ def _wait_for_epoch(resume, epoch, process, timeout=300):
     raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, signum):
+# Each schedule once; LDAM-DRW's re-weighting starts in the epoch after the interruption, so a resumed run that
+# did not set it from the epoch would end elsewhere.
+@pytest.mark.parametrize(("signum", "changes"), [
+    (signal.SIGKILL, {"train.schedule": "step_cosine"}),
+    (signal.SIGTERM, {"train.schedule": "epoch_cosine_at_start", "train.loss": "ldam_drw", "ldam_drw.drw_after": 1}),
+])
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, signum, changes):
     split = synthetic_split(20, 5)
     config = {"method": "imbsam", "seed": 1,
               "changes": {"model.arch": "resnet32", "train.epochs": 3, "train.batch_size": 32,
-                          "train.max_steps_per_epoch": 4, "imbsam.eta": 20}}
+                          "train.max_steps_per_epoch": 4, "imbsam.eta": 20, **changes}}
     _run(config, split, tmp_path / "straight", tmp_path / "resume-straight")
 
     process = _run(config, split, tmp_path / "resumed", tmp_path / "resume", wait=False)
@@ -224,7 +229,7 @@ def test_a_one_epoch_run_of_the_authors_schedule_leaves_the_weights_where_they_s
 
     split = load_split(synthetic_split(20, 5))
     config = config_for("sgd", 3, **{"model.arch": "resnet32", "train.epochs": 1, "train.batch_size": 32,
-                                     "train.max_steps_per_epoch": 3})
+                                     "train.max_steps_per_epoch": 3, "train.schedule": "epoch_cosine_at_start"})
     train(config, split, tmp_path / "out", tmp_path / "resume", progress=False, log=lambda *_: None)
     trained = ms.load_checkpoint(str(tmp_path / "out" / "model" / "last.ckpt"))
     initial = create_model("resnet32", split["summary"]["num_classes"], seed=3)
