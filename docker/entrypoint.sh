@@ -32,6 +32,13 @@ if [ "${IMBSAM_IMAGE_TARGET:-}" = gpu ] && ! compgen -G "/dev/nvidia[0-9]*" >/de
 fi
 
 if [ "${IMBSAM_IMAGE_TARGET:-}" = ascend ]; then
+    # Said before anything runs; the first stage then stops on it (imbsam.device.preflight), and a command
+    # that needs no NPU (device.target=CPU, the host check's report) still runs.
+    if ! compgen -G "/dev/davinci[0-9]*" >/dev/null; then
+        echo "entrypoint: no Ascend NPU is visible (no /dev/davinci*): start the container with" \
+             "--device=/dev/davinci0 --device=/dev/davinci_manager --device=/dev/devmm_svm" \
+             "--device=/dev/hisi_hdc and the driver mounts (docs/docker.md); npu-smi info lists the NPUs" >&2
+    fi
     # CANN's environment, as the CANN image's own entrypoint (which this one replaces) sets it:
     # the toolkit (library paths, ASCEND_OPP_PATH, CANN's Python modules), then the compiler's
     # and NNAL's where the image has them. The scripts are written for bash and read unset variables.

@@ -1,5 +1,6 @@
 """The Dockerfile: lint-clean and three targets that say which device they are for."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -66,6 +67,19 @@ def test_the_ascend_base_is_the_cann_its_operators_were_built_with():
     assert re.fullmatch(r"ascendai/cann:9\.1\.\d+-910b-ubuntu22\.04-py3\.11", base), base
     entrypoint = (DOCKERFILE.parent / "docker" / "entrypoint.sh").read_text()
     assert "ascend-toolkit/set_env.sh" in entrypoint and "nnal/atb/set_env.sh" in entrypoint
+
+
+def test_the_ascend_entrypoint_says_when_no_npu_is_visible_and_still_runs_the_command(tmp_path):
+    entrypoint = DOCKERFILE.parent / "docker" / "entrypoint.sh"
+    env = {**os.environ, "IMBSAM_IMAGE_TARGET": "ascend", "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", str(entrypoint), "echo", "ran"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, check=False)
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
+    assert "no Ascend NPU is visible (no /dev/davinci*): start the container with --device=/dev/davinci0" in (
+        result.stderr)
+    env["IMBSAM_IMAGE_TARGET"] = "cpu"
+    assert "NPU" not in subprocess.run(["bash", str(entrypoint), "true"], capture_output=True, text=True, env=env,
+                                       cwd=tmp_path, check=False).stderr
 
 
 def test_the_build_context_admits_every_file_the_dockerfile_copies():
