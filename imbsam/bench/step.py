@@ -131,16 +131,17 @@ class _MindSporeRun:
 class _MindSporeStep(_MindSporeRun):
     def __init__(self, options):
         super().__init__(options)
-        from mindspore import nn
-
+        from imbsam.criteria import create_loss
         from imbsam.optim import make_optimizer, make_train_step
 
         train = PAPER["train"]
         self.optimizer = make_optimizer(self.network, train["lr"], train["momentum"], train["weight_decay"])
         method = METHODS[options["method"]]
         step_options = method.params(**PAPER[method.name]).step_options(longtail_dataset()[1])
-        self.train_step = make_train_step(self.network, nn.CrossEntropyLoss(reduction="none"), self.optimizer,
-                                          method.name, mode=self.device["mode"], **step_options)
+        # The paper's loss as training builds it.
+        loss_fn = create_loss(train["loss"], NUM_CLASSES, {})
+        self.train_step = make_train_step(self.network, loss_fn, self.optimizer, method.name, mode=self.device["mode"],
+                                          **step_options)
 
     def step(self, i):
         return self.batch_size, self.train_step(self.images, self.labels[i])
@@ -160,6 +161,7 @@ class _MindSporePass(_MindSporeRun):
         import mindspore as ms
         from mindspore import Tensor, nn
 
+        from imbsam.criteria import create_loss
         from imbsam.optim import WeightedGradients, make_optimizer
 
         # One update at learning rate 0 leaves the weights as they are but stores them as training does:
@@ -167,7 +169,7 @@ class _MindSporePass(_MindSporeRun):
         optimizer = make_optimizer(self.network, 0.0, momentum=0.0, weight_decay=0.0)
         optimizer(tuple(ms.ops.zeros_like(p) for p in optimizer.parameters))
         self.uniform = Tensor(np.full(self.batch_size, 1.0 / self.batch_size, dtype=np.float32))
-        loss_fn = nn.CrossEntropyLoss(reduction="none")
+        loss_fn = create_loss(PAPER["train"]["loss"], NUM_CLASSES, {})
         if options["pass"] == "forward":
             self.run = _forward_cell(nn, self.network, loss_fn)
         else:

@@ -11,6 +11,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from imbsam import reference
+from imbsam.criteria import create_loss
 from imbsam.device import STEP_MODES
 from imbsam.methods import METHODS
 from imbsam.models import BatchNorm2d, Conv2d, GlobalAvgPool, resolve_kernels, use_onednn_kernels
@@ -63,7 +64,7 @@ def device_run(method, batches, options=None, lrs=LRS, momentum=MOMENTUM, weight
     network = TinyNet(reference.initial_params(), kernels)
     network.set_train(True)
     optimizer = make_optimizer(network, list(lrs), momentum=momentum, weight_decay=weight_decay, decay_bn=decay_bn)
-    step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"), optimizer, method, mode=mode,
+    step = make_train_step(network, create_loss("ce", reference.NUM_CLASSES, {}), optimizer, method, mode=mode,
                            **(options or {}))
     history = []
     for x, labels in batches:
