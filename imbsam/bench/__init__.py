@@ -1,6 +1,7 @@
 """Benchmarks, on the library's public functions only: `python -m imbsam.bench` (a train step of every
-method against its arithmetic floor, imbsam.bench.step) and `python -m imbsam.bench.conv` (one
-convolution layer, imbsam.bench.conv). How to run and read them: docs/performance.md.
+method against its arithmetic floor, imbsam.bench.step), `python -m imbsam.bench.conv` (one
+convolution layer, imbsam.bench.conv) and `python -m imbsam.bench.oracle` (every method's accuracy against
+PyTorch float64, imbsam.bench.oracle). How to run and read them: docs/performance.md.
 """
 
 import argparse

@@ -1,0 +1,205 @@
+"""Each method on the project's ResNet-32 against an independent PyTorch oracle: the steps written again in PyTorch
+from the authors' code (as imbsam.reference has them in NumPy), run in float64 and in float32 from the same
+initial weights and running statistics on the same long-tailed batches, beside imbsam's MindSpore float32 step.
+
+    python -m imbsam.bench.oracle [--methods sgd,imbsam] [--steps 4] [--batch-size 32] [--kernels auto]
+
+needs PyTorch (`pip install torch`, the CPU build is enough). For every method it prints how far MindSpore's
+weights and running statistics are from PyTorch float64's after the steps, relative to how far those steps
+moved the weights, beside PyTorch float32's own distance, and the method's distance from SGD's (the size of
+what a wrong update would get wrong). Float32 drifts from float64 by a few percent over a few steps of a
+BatchNorm network on noise images; MindSpore's drift should be of PyTorch's own size.
+"""
+
+import argparse
+
+import numpy as np
+
+from imbsam.bench import positive_int, subset
+from imbsam.bench.step import _torch_resnet, longtail_dataset
+from imbsam.methods import METHODS
+from imbsam.params import defaults
+
+LR, MOMENTUM, WEIGHT_DECAY, SEED = 0.01, 0.9, 1e-3, 0
+
+
+def _batches(steps, batch_size):
+    """Noise images with labels drawn from CIFAR-100-LT IF 100's class counts, so tail samples come and go."""
+    counts = np.asarray(longtail_dataset()[1], dtype=np.float64)
+    rng = np.random.default_rng(SEED)
+    return [(rng.normal(0.0, 1.0, (batch_size, 3, 32, 32)).astype(np.float32),
+             rng.choice(len(counts), batch_size, p=counts / counts.sum()).astype(np.int32)) for _ in range(steps)]
+
+
+def _torch_steps(torch):
+    """The methods' gradients in PyTorch, from their authors' code; each returns the gradients the base optimizer
+    steps on, leaving the weights at w (the running statistics moved as that code moves them)."""
+    functional = torch.nn.functional
+
+    def grads_of(net, params, x, y, weights, keep=False):
+        losses = functional.cross_entropy(net(x), y, reduction="none")
+        return losses, torch.autograd.grad((losses * weights).sum(), params, retain_graph=keep)
+
+    def perturb(params, grads, rho, floor, adaptive=False):
+        norm_of = [p.abs() * g for p, g in zip(params, grads)] if adaptive else grads
+        scale = rho / (torch.sqrt(sum((g * g).sum() for g in norm_of)) + floor)
+        eps = [scale * (p * p if adaptive else 1.0) * g for p, g in zip(params, grads)]
+        with torch.no_grad():
+            for p, e in zip(params, eps):
+                p.add_(e)
+        return eps
+
+    def restore(params, eps):
+        with torch.no_grad():
+            for p, e in zip(params, eps):
+                p.sub_(e)
+
+    def at_eps(net, params, x, y, weights, grads, rho, floor=1e-16, adaptive=False):
+        eps = perturb(params, grads, rho, floor, adaptive)
+        _, perturbed = grads_of(net, params, x, y, weights)
+        restore(params, eps)
+        return perturbed
+
+    def two_at_w(net, params, x, y, first, second):
+        losses = functional.cross_entropy(net(x), y, reduction="none")
+        return (torch.autograd.grad((losses * first).sum(), params, retain_graph=True),
+                torch.autograd.grad((losses * second).sum(), params))
+
+    def sgd(net, params, x, y):
+        return grads_of(net, params, x, y, torch.full(y.shape, 1.0 / len(y), dtype=x.dtype))[1]
+
+    def sam(net, params, x, y, rho, bn_update_in_perturbed_pass=True):
+        mean = torch.full(y.shape, 1.0 / len(y), dtype=x.dtype)
+        return at_eps(net, params, x, y, mean, grads_of(net, params, x, y, mean)[1], rho)
+
+    def imbsam(net, params, x, y, rho, tail_classes, tail_loss_scale, bn_update_in_perturbed_pass=True):
+        is_tail = torch.isin(y, torch.tensor(list(tail_classes), dtype=y.dtype)).to(x.dtype)
+        head, tail = (1 - is_tail) / len(y), tail_loss_scale * is_tail / len(y)
+        head_grads, tail_grads = two_at_w(net, params, x, y, head, tail)
+        return [a + b for a, b in zip(head_grads, at_eps(net, params, x, y, tail, tail_grads, rho))]
+
+    def focal_sam(net, params, x, y, rho, class_weights, adaptive):
+        c = torch.tensor(class_weights, dtype=x.dtype)[y]
+        clean, focal = two_at_w(net, params, x, y, (1 - c) / len(y), c / len(y))
+        perturbed = at_eps(net, params, x, y, c / len(y), focal, rho, 1e-12, adaptive)
+        return [a + b for a, b in zip(clean, perturbed)]
+
+    def sse_sam(net, params, x, y, head_rho, tail_rho, tail_classes, head_off_from_step, step=0):
+        is_tail = torch.isin(y, torch.tensor(list(tail_classes), dtype=y.dtype)).to(x.dtype)
+        if head_off_from_step is not None and step >= head_off_from_step:
+            head_rho = 0.0
+        total = None
+        for members, rho in ((1 - is_tail, head_rho), (is_tail, tail_rho)):
+            grads = grads_of(net, params, x, y, members / len(y))[1]
+            perturbed = at_eps(net, params, x, y, members / len(y), grads, rho)
+            total = perturbed if total is None else [a + b for a, b in zip(total, perturbed)]
+        return total
+
+    return {"sgd": sgd, "sam": sam, "imbsam": imbsam, "focal_sam": focal_sam, "sse_sam": sse_sam}
+
+
+def torch_run(torch, method, options, initial, stats, batches, dtype):
+    """Weights and running statistics (float64 NumPy) after the steps of `method` in PyTorch at `dtype`."""
+    net = _torch_resnet(torch, "resnet32").to(dtype).train()
+    params = list(net.parameters())
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for p, value in zip(params, initial, strict=True):
+            p.copy_(torch.from_numpy(value))
+        for m, (mean, variance) in zip(norms, stats, strict=True):
+            m.running_mean.copy_(torch.from_numpy(mean))
+            m.running_var.copy_(torch.from_numpy(variance))
+    optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    step_fn = _torch_steps(torch)[method]
+    extra = {"step": None} if method == "sse_sam" else {}
+    for index, (x, y) in enumerate(batches):
+        if extra:
+            extra["step"] = index
+        grads = step_fn(net, params, torch.from_numpy(x).to(dtype), torch.from_numpy(y.astype(np.int64)),
+                        **options, **extra)
+        for p, g in zip(params, grads):
+            p.grad = g.detach().clone()
+        optimizer.step()
+    return ([p.detach().double().numpy() for p in params],
+            [np.concatenate([m.running_mean.double().numpy(), m.running_var.double().numpy()]) for m in norms])
+
+
+def mindspore_run(method, options, batches, kernels):
+    """(initial weights, initial running statistics, weights and statistics after the steps) of imbsam's step."""
+    from mindspore import Tensor
+
+    from imbsam.criteria import create_loss
+    from imbsam.models import create_model
+    from imbsam.optim import make_optimizer, make_train_step
+
+    network = create_model("resnet32", 100, seed=SEED, kernels=kernels)
+    norms = [cell for _, cell in network.cells_and_names() if hasattr(cell, "moving_variance")]
+
+    def snapshot():
+        return ([p.asnumpy().astype(np.float64) for p in network.trainable_params()],
+                [(c.moving_mean.asnumpy().astype(np.float64), c.moving_variance.asnumpy().astype(np.float64))
+                 for c in norms])
+
+    initial, stats = snapshot()
+    optimizer = make_optimizer(network, LR, MOMENTUM, WEIGHT_DECAY)
+    step = make_train_step(network, create_loss("ce", 100, {}), optimizer, method, mode="graph", **options)
+    for x, y in batches:
+        step(Tensor(x), Tensor(y))
+    weights, after = snapshot()
+    return initial, stats, weights, [np.concatenate(pair) for pair in after], network.kernels
+
+
+def relative(a, b, start):
+    """|a - b| / |b - start| over all tensors together: an error relative to what the steps changed."""
+    flat = [np.concatenate([t.ravel() for t in tensors]) for tensors in (a, b, start)]
+    return float(np.linalg.norm(flat[0] - flat[1]) / np.linalg.norm(flat[1] - flat[2]))
+
+
+def compare(methods, steps, batch_size, kernels):
+    import torch
+
+    torch.manual_seed(SEED)
+    batches = _batches(steps, batch_size)
+    counts, paper, rows = longtail_dataset()[1], defaults(), []
+    sgd_weights = None
+    for method in ("sgd", *[m for m in methods if m != "sgd"]):
+        options = METHODS[method].params(**paper[method]).step_options(counts, (steps, 1))
+        options.pop("bn_update_in_perturbed_pass", None)  # the authors' code always moves them
+        initial, stats, weights, ms_stats, resolved = mindspore_run(method, options, batches, kernels)
+        runs = {dtype: torch_run(torch, method, options, initial, stats, batches, dtype)
+                for dtype in (torch.float64, torch.float32)}
+        exact, single = runs[torch.float64], runs[torch.float32]
+        stats_start = [np.concatenate(pair) for pair in stats]
+        if method == "sgd":
+            sgd_weights = exact[0]
+        rows.append([method, relative(weights, exact[0], initial), relative(single[0], exact[0], initial),
+                     relative(ms_stats, exact[1], stats_start), relative(single[1], exact[1], stats_start),
+                     None if method == "sgd" else relative(sgd_weights, exact[0], initial)])
+    return rows, resolved, torch.__version__
+
+
+def main(argv=None):
+    from tabulate import tabulate
+
+    from imbsam.check_host.host import cpu
+
+    parser = argparse.ArgumentParser(prog="python -m imbsam.bench.oracle", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", type=subset(METHODS), default=tuple(METHODS))
+    parser.add_argument("--steps", type=positive_int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--kernels", choices=("auto", "onednn", "mindspore"), default="auto")
+    args = parser.parse_args(argv)
+    rows, kernels, torch_version = compare(args.methods, args.steps, args.batch_size, args.kernels)
+    print(f"ResNet-32, {args.steps} steps of batch {args.batch_size}, lr {LR}, momentum {MOMENTUM}, weight decay "
+          f"{WEIGHT_DECAY}; MindSpore graph mode, {kernels} kernels; PyTorch {torch_version}")
+    host = cpu()
+    print(f"CPU: {host['model']}, {host['cores']} cores, {' '.join(host['isa'])}")
+    print("distance from PyTorch float64 after the steps, over how far the steps moved the weights "
+          "(statistics: over how far they moved the running statistics):")
+    print(tabulate([[row[0], *row[1:]] for row in rows], missingval="",
+                   headers=["method", "MindSpore f32", "PyTorch f32", "stats: MindSpore", "stats: PyTorch",
+                            "method vs SGD"], floatfmt=".2e"))
+
+
+if __name__ == "__main__":
+    main()
