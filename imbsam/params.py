@@ -67,7 +67,8 @@ class Data(Section):
 
 class Split(Section):
     imb_factor: float = knob(0.01, "tail count / head count (0.01 = imbalance factor 100)", gt=0, le=1)
-    profile: Literal[PROFILES] = knob("exp", "exp: count_c = int(500 * imb_factor ** (c / 99)); step: two levels")
+    profile: Literal[PROFILES] = knob("exp", "exp: count_c = int(n_max * imb_factor ** (c / (C - 1))), n_max 500 "
+                                      "on CIFAR-100, 5000 on CIFAR-10; step: two levels")
     shuffle_seed: int = knob(-1, "-1: the first count_c images in file order (the paper); >= 0: seeded shuffle",
                              ge=-1)
     many_threshold: int | Literal[AUTO] = knob(AUTO, "many: classes with more training images than this (auto: "
@@ -178,8 +179,6 @@ def _protocol_keys():
         for name, field in model.model_fields.items():
             if (field.json_schema_extra or {}).get("protocol", True):
                 yield f"{section}.{name}"
-
-
 
 
 def _missing(raw):
