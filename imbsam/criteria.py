@@ -8,13 +8,12 @@ from mindspore import Parameter, Tensor, nn, ops
 class CrossEntropy(nn.Cell):
     """-log softmax(z + offsets)_y: plain cross-entropy without offsets (MindSpore's own, the kernel the paper's
     protocol has always trained with), logit adjustment and balanced softmax with theirs (per class, fixed by
-    the split)."""
+    the split). num_classes: what create_loss gives every loss Cell; this one needs no more than its logits."""
 
     def __init__(self, num_classes, offsets=None):
         super().__init__()
         self.cross_entropy = nn.CrossEntropyLoss(reduction="none")
         self.offsets = None if offsets is None else Tensor(np.asarray(offsets, dtype=np.float32))
-        self.num_classes = num_classes
 
     def construct(self, logits, labels):
         if self.offsets is not None:

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class LossParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    def loss_options(self, class_counts, epochs):
-        """The keyword arguments of the loss Cell, given the split's per-class counts and the run's epochs."""
+    def loss_options(self, class_counts):
+        """The keyword arguments of the loss Cell, given the split's per-class counts."""
         return {}
 
 
@@ -37,14 +37,14 @@ class LogitAdjustedParams(LossParams):
     tau: float = Field(1.0, ge=0, description="the prior's weight: logits + tau * log(n_k / N) (1: Menon et al.'s "
                        "and Focal-SAM's scripts)")
 
-    def loss_options(self, class_counts, epochs):
+    def loss_options(self, class_counts):
         return {"offsets": (self.tau * np.log(np.asarray(class_counts) / np.sum(class_counts))).tolist()}
 
 
 class BalancedSoftmaxParams(LossParams):
     """logits + log n_k: nothing to set."""
 
-    def loss_options(self, class_counts, epochs):
+    def loss_options(self, class_counts):
         return {"offsets": np.log(np.asarray(class_counts, dtype=np.float64)).tolist()}
 
 
@@ -54,7 +54,7 @@ class LDAMDRWParams(LossParams):
     drw_after: int = Field(160, ge=0, description="epochs before re-weighting starts (LDAM-DRW's 160 of 200)")
     beta: float = Field(0.9999, ge=0, lt=1, description="the effective number's beta of the re-weighting")
 
-    def loss_options(self, class_counts, epochs):
+    def loss_options(self, class_counts):
         counts = np.asarray(class_counts, dtype=np.float64)
         margins = counts ** -0.25
         weights = (1 - self.beta) / (1 - self.beta ** counts)

@@ -72,7 +72,7 @@ class TrainConfig:
 
     def loss_options(self, class_counts):
         """The loss Cell's options (imbsam.criteria) for a split with these per-class counts."""
-        return LOSSES[self.loss].params(**(self.loss_params or {})).loss_options(class_counts, self.epochs)
+        return LOSSES[self.loss].params(**(self.loss_params or {})).loss_options(class_counts)
 
     def digest(self, data_fingerprint):
         text = json.dumps({"config": asdict(self), "data": data_fingerprint}, sort_keys=True)

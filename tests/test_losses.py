@@ -25,7 +25,7 @@ def _ce(logits, labels):
 
 
 def _per_sample(name, epoch=1, logits=LOGITS, **params):
-    cell = create_loss(name, len(COUNTS), LOSSES[name].params(**params).loss_options(COUNTS, 200))
+    cell = create_loss(name, len(COUNTS), LOSSES[name].params(**params).loss_options(COUNTS))
     cell.start_epoch(epoch)
     return cell(Tensor(logits.astype(np.float32)), Tensor(LABELS.astype(np.int32))).asnumpy()
 
@@ -97,7 +97,7 @@ def test_every_loss_trains_under_every_optimizer(loss, method):
     network.set_train(True)
     counts = list(reference.CLASS_COUNTS)
     params = LOSSES[loss].params(**({"drw_after": 0} if loss == "ldam_drw" else {}))
-    loss_fn = create_loss(loss, len(counts), params.loss_options(counts, 2))
+    loss_fn = create_loss(loss, len(counts), params.loss_options(counts))
     loss_fn.start_epoch(1)
     optimizer = make_optimizer(network, [0.1, 0.1], weight_decay=1e-3)
     # PyNative: the same pieces as graph mode (tested against the reference for cross-entropy), without compiling
