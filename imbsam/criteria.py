@@ -4,6 +4,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from imbsam.losses import LOSSES
+
 
 class CrossEntropy(nn.Cell):
     """-log softmax(z + offsets)_y: plain cross-entropy without offsets (MindSpore's own, the kernel the paper's
@@ -57,6 +59,4 @@ class LDAM(nn.Cell):
 
 def create_loss(name, num_classes, options):
     """The per-sample loss Cell of `name` (imbsam.losses.LOSSES) with its loss_options."""
-    from imbsam.losses import LOSSES
-
     return LOSSES[name].cell_class()(num_classes, **options)

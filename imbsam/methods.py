@@ -91,13 +91,12 @@ class SSESAMParams(MethodParams):
         """The head's eps is off from the first epoch e (0-based) with e >= epochs * head_off_after, as the
         authors' per-epoch counter switches it; as a step index, which the optimizer's step counter (kept in
         checkpoints) is compared with."""
-        self.resolved()
-        off_from = None
-        if schedule and 0 < self.head_off_after < 1:
+        group, off_from = self.resolved(), None
+        if schedule and 0 < group["head_off_after"] < 1:
             epochs, steps_per_epoch = schedule
-            off_from = math.ceil(epochs * self.head_off_after) * steps_per_epoch
-        return {"head_rho": self.head_rho, "tail_rho": self.tail_rho,
-                "tail_classes": tail_classes_for(class_counts, self.eta), "head_off_from_step": off_from}
+            off_from = math.ceil(epochs * group["head_off_after"]) * steps_per_epoch
+        return {"head_rho": group["head_rho"], "tail_rho": group["tail_rho"],
+                "tail_classes": tail_classes_for(class_counts, group["eta"]), "head_off_from_step": off_from}
 
 
 def tail_classes_for(class_counts, eta):

@@ -45,6 +45,6 @@ def imbalance_factor(imb_factor):
     return round(1 / imb_factor)
 
 
-def for_setting(dataset, imb_factor, loss):
-    """The published tables of this setting (imb_factor as split.imb_factor has it)."""
-    return [table for table in PUBLISHED if table.setting() == (dataset, imbalance_factor(imb_factor), loss)]
+def for_setting(dataset, factor, loss):
+    """The published tables of this setting (factor: the imbalance factor, 100 for split.imb_factor 0.01)."""
+    return [table for table in PUBLISHED if table.setting() == (dataset, factor, loss)]

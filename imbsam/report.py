@@ -35,11 +35,15 @@ def _same(ours, paper):
 def differences_from_paper(params):
     """[(dotted key, ours, paper)] for every paper-default key whose value differs (missing counts as different),
     leaving out the groups of methods and losses the run does not use."""
-    flat = flatten(params)
-    train = params.get("train", {})
-    unused = (set(METHODS) - set(train.get("optimizers", ()))) | (set(LOSSES) - {train.get("loss", "ce")})
+    flat, unused = flatten(params), unused_groups(params)
     return [(key, flat.get(key), paper) for key, paper in PAPER_PROTOCOL.items()
             if key.split(".")[0] not in unused and not _same(flat.get(key), paper)]
+
+
+def unused_groups(params):
+    """The params.yaml groups of the methods and losses a run of these params does not use."""
+    train = params.get("train", {})
+    return (set(METHODS) - set(train.get("optimizers", ()))) | (set(LOSSES) - {train.get("loss", "ce")})
 
 
 def comparability_warnings(params, summary):
@@ -347,8 +351,9 @@ COMPARISON_LEGEND = ("Each cell: the published value, then (ours \u2212 publishe
 
 
 def _comparison_section(selected, summary, params):
-    tables = published.for_setting(summary.get("dataset", "cifar100"), summary.get("imb_factor"),
-                                   params.get("train", {}).get("loss", "ce"))
+    imb_factor = summary.get("imb_factor")
+    tables = published.for_setting(summary.get("dataset", "cifar100"), published.imbalance_factor(imb_factor),
+                                   params.get("train", {}).get("loss", "ce")) if imb_factor else []
     lines = ["## Against the published numbers", ""]
     if not tables:
         return [*lines, NO_PUBLISHED, ""]
@@ -377,7 +382,7 @@ def render_markdown(evals, trains, curves, summary, params, selection, flip_tta,
     """The report. provenance: {"git": str, "params_sha256": str, "python": str}."""
     selected = aggregate(evals, selection, flip_tta)
     imb_factor = summary.get("imb_factor")
-    title_if = f"IF={round(1 / imb_factor)}" if imb_factor else "imbalance factor unknown"
+    title_if = f"IF={published.imbalance_factor(imb_factor)}" if imb_factor else "imbalance factor unknown"
     figures = ["## Figures", "",
                "![Per-class accuracy against training-set size](per_class.png)", "",
                "![Test accuracy and training loss per epoch](curves.png)", ""]

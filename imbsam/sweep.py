@@ -19,9 +19,8 @@ from pathlib import Path
 from imbsam import datasets, published
 from imbsam.errors import InputError
 from imbsam.losses import LOSSES
-from imbsam.methods import METHODS
 from imbsam.params import PAPER_PROTOCOL, defaults, flatten, validate
-from imbsam.report import COMPARISON_LEGEND, GROUP_KEYS, aggregate, comparison_table, results_table
+from imbsam.report import COMPARISON_LEGEND, GROUP_KEYS, aggregate, comparison_table, results_table, unused_groups
 
 SEEDS_FILE = "reports/seeds.json"
 # What a setting is; the variant label leaves these out, and the keys that say how to run or read the matrix.
@@ -58,9 +57,7 @@ def entries(exp_show):
 def _variant(params):
     """The protocol params that differ from the repository's defaults on this dataset, besides the setting's."""
     flat = flatten(params)
-    own = flatten(defaults(params["data"]["dataset"]))
-    train = params["train"]
-    unused = (set(METHODS) - set(train["optimizers"])) | (set(LOSSES) - {train["loss"]})
+    own, unused = flatten(defaults(params["data"]["dataset"])), unused_groups(params)
     return tuple(f"{key}={flat[key]}" for key in PAPER_PROTOCOL
                  if key not in _NOT_VARIANT and key.split(".")[0] not in unused and flat[key] != own[key])
 
@@ -120,7 +117,7 @@ def render(settings):
                                              "or other data): these numbers say nothing about the dataset.")
         lines += [f"## {title}", "",
                   f"Experiments: {', '.join(entry['experiments'])}.{data}", "", results_table(aggregated), ""]
-        for table in published.for_setting(setting[0], 1 / setting[1], setting[2]):
+        for table in published.for_setting(*setting[:3]):
             lines += [f"Published, {table.title} ({table.source}). {COMPARISON_LEGEND}", "",
                       comparison_table(aggregated, table.results), ""]
     return "\n".join(lines)
