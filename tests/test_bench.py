@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from imbsam.bench import kinks, oracle
 from imbsam.bench import step as bench
 
 
@@ -76,11 +77,39 @@ def test_warm_up_covers_both_imbsam_paths():
     assert not np.isin(warmup[1], tail).any()
 
 
-def test_missing_torch_is_named_with_the_install_command(monkeypatch, capsys):
+@pytest.mark.parametrize("main, argv", [(bench.main, ["--compare-torch"]), (oracle.main, []), (kinks.main, [])])
+def test_missing_torch_is_named_with_the_install_command(main, argv, monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SystemExit):
-        bench.main(["--compare-torch"])
-    assert "pip install torch==2.13.0" in capsys.readouterr().err
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "pip install torch==2.13.0" in err[-1]
+
+
+def test_kinks_keeps_the_flips_that_explain_a_gradient_and_no_more(capsys):
+    rng = np.random.default_rng(0)
+    exact = rng.normal(size=200)
+    candidates = [(1e-7, 3, (0, 1, 2, 3)), (2e-7, 5, (1, 0, 0, 0)), (4e-7, 7, (2, 0, 0, 0))]
+    jumps = {c[1:]: rng.normal(size=200) * 0.1 for c in candidates}
+
+    def recompute(flips):
+        return exact + sum((jumps[f] for f in flips), np.zeros_like(exact))
+
+    rounding = 1e-7 * rng.normal(size=200)
+    float32 = recompute([candidates[0][1:], candidates[2][1:]]) + rounding
+    kept, distance = kinks.explain(float32, exact, recompute, candidates)
+    assert sorted(kept) == [candidates[0], candidates[2]]
+    assert distance < 1e-6
+    assert "block 1 inner, sample 0, channel 1, at (2, 3)" in capsys.readouterr().out
+    # An update off by 1% is no kink: no flip explains it.
+    assert kinks.explain(exact * 1.01, exact, recompute, candidates) == ([], pytest.approx(0.01))
+
+
+def test_kinks_names_every_relu_of_the_torch_twin():
+    torch = pytest.importorskip("torch")  # a benchmark-only extra, not in the requirements
+    relu = kinks.FlippableReLU()
+    bench._torch_resnet(torch, kinks.ARCH, relu)(torch.zeros(2, 3, 32, 32))
+    assert relu.calls == len(kinks.relu_names())
 
 
 @pytest.mark.parametrize("arch", bench.ARCHS)

@@ -1,10 +1,20 @@
 """Benchmarks, on the library's public functions only: `python -m imbsam.bench` (a train step of every
 method against its arithmetic floor, imbsam.bench.step), `python -m imbsam.bench.conv` (one
-convolution layer, imbsam.bench.conv) and `python -m imbsam.bench.oracle` (every method's accuracy against
-PyTorch float64, imbsam.bench.oracle). How to run and read them: docs/performance.md.
+convolution layer, imbsam.bench.conv), `python -m imbsam.bench.oracle` (every method's accuracy against
+PyTorch float64, imbsam.bench.oracle) and `python -m imbsam.bench.kinks` (whether a gradient far from float64's
+is a ReLU on the other side of its kink, imbsam.bench.kinks). How to run and read them: docs/performance.md.
 """
 
 import argparse
+import importlib.util
+
+TORCH_INSTALL = "pip install torch==2.13.0"
+
+
+def require_torch(parser, what):
+    """Stop with one line naming the install command where PyTorch, a benchmark-only extra, is missing."""
+    if importlib.util.find_spec("torch") is None:
+        parser.error(f"{what} needs PyTorch, a benchmark-only extra: {TORCH_INSTALL}")
 
 
 def positive_int(text):

@@ -18,7 +18,6 @@ Labels follow CIFAR-100-LT at imbalance factor 100, so ImbSAM meets batches with
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import multiprocessing
@@ -31,7 +30,7 @@ import numpy as np
 from tabulate import tabulate
 
 from imbsam.architectures import ARCHITECTURES, ARCHS, blocks
-from imbsam.bench import positive_int, subset
+from imbsam.bench import positive_int, require_torch, subset
 from imbsam.data import longtail_counts
 from imbsam.datasets import cifar100
 from imbsam.device import STEP_MODES, TARGETS, resolve_mode
@@ -284,10 +283,16 @@ class _TorchSGD:
         loss.item()
 
 
-def _torch_resnet(torch, arch):
-    """The PyTorch twin of imbsam.models' network `arch`, built from the same imbsam.architectures entry."""
+def _torch_resnet(torch, arch, relu=None):
+    """The PyTorch twin of imbsam.models' network `arch`, built from the same imbsam.architectures entry.
+    relu: the function every ReLU of the network calls, in forward order (default torch's)."""
     nn, functional = torch.nn, torch.nn.functional
     architecture = ARCHITECTURES[arch]
+    relu = relu or functional.relu
+
+    class ReLU(nn.Module):
+        def forward(self, x):
+            return relu(x)
 
     class PadShortcut(nn.Module):
         def __init__(self, extra):
@@ -307,11 +312,11 @@ def _torch_resnet(torch, arch):
             self.shortcut = shortcut
 
         def forward(self, x):
-            out = functional.relu(self.bn1(self.conv1(x)))
-            return functional.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+            out = relu(self.bn1(self.conv1(x)))
+            return relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
     stem = architecture.stem_channels
-    layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
+    layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), ReLU()]
     for in_channels, channels, stride in blocks(architecture):
         if stride == 1 and in_channels == channels:
             shortcut = nn.Identity()
@@ -630,8 +635,8 @@ def main(argv=None):
                              "default), onednn, mindspore")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     args = parser.parse_args(argv)
-    if args.compare_torch and importlib.util.find_spec("torch") is None:
-        parser.error("--compare-torch needs PyTorch, a benchmark-only extra: pip install torch==2.13.0")
+    if args.compare_torch:
+        require_torch(parser, "--compare-torch")
     try:
         figures = run(args.arch, args.batch_size, args.device, args.steps, args.warmup, args.rounds, args.methods,
                       args.compare_torch, args.modes, args.kernels)
