@@ -73,8 +73,14 @@ def test_graph_and_pynative_imbsam_steps_agree_on_resnet32():
         np.testing.assert_allclose(graph[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("method", ["sgd", "sam", "imbsam"])
-def test_graph_mode_steps_compile_once_and_never_again(method):
+TAIL = {"tail_classes": (7, 8, 9)}
+FOCAL = {"class_weights": tuple(np.linspace(0.8, 0.0, CLASSES))}
+
+
+@pytest.mark.parametrize(("method", "options"), [
+    ("sgd", {}), ("sam", {}), ("imbsam", TAIL), ("focal_sam", FOCAL), ("focal_sam", {**FOCAL, "adaptive": True}),
+    ("sse_sam", TAIL)])
+def test_graph_mode_steps_compile_once_and_never_again(method, options):
     """A step's graphs compile on the first batches of each kind, then never: tuples of fresh tensors
     passed as plain tuples recompiled a graph on every call (seconds per step on ResNet-34)."""
 
@@ -83,8 +89,7 @@ def test_graph_mode_steps_compile_once_and_never_again(method):
 
     network = create_model("resnet32", CLASSES, seed=5)
     step = make_train_step(network, nn.CrossEntropyLoss(reduction="none"),
-                           make_optimizer(network, 0.1, momentum=0.9), method,
-                           **({"tail_classes": (7, 8, 9)} if method == "imbsam" else {}))
+                           make_optimizer(network, 0.1, momentum=0.9), method, **options)
     warm_up, later = batches(3), batches(6)[3:]  # batches(3): a tail batch, a tail-free one, a tail one
     before = compiled_graphs()
     for images, labels in warm_up:
