@@ -111,6 +111,7 @@ class Method:
     params: type
     step: str  # "module:function"
     source: str
+    tuned_with_loss: str | None = None  # the train.loss its authors' defaults were chosen with, if not ce
 
     def step_function(self):
         module, function = self.step.split(":")
@@ -122,6 +123,6 @@ METHODS = {method.name: method for method in (
     Method("sam", "SAM", SAMParams, "imbsam.optim:sam", "Foret et al., ICLR 2021, as run by the ImbSAM authors' code"),
     Method("imbsam", "ImbSAM", ImbSAMParams, "imbsam.optim:imbsam", "Zhou et al., ICCV 2023"),
     Method("focal_sam", "Focal-SAM", FocalSAMParams, "imbsam.optim:focal_sam",
-           "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)"),
+           "Focal-SAM, ICML 2025 (github scongl/Focal-SAM)", tuned_with_loss="logit_adjusted"),
     Method("sse_sam", "SSE-SAM", SSESAMParams, "imbsam.optim:sse_sam", "SSE-SAM, AAAI 2025 (github Zemdalk/SSE-SAM)"),
 )}

@@ -214,7 +214,12 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     tail_classes = options.get("tail_classes", [])
     if "tail_classes" in options and not tail_classes:
         log(f"warning: no class has fewer than {config.method}.eta={config.method_params['eta']} training images: "
-            f"{METHODS[config.method].label} then has no tail class (ImbSAM equals SGD); raise {config.method}.eta")
+            f"{METHODS[config.method].label} then has no tail class and no tail term (ImbSAM equals SGD, SSE-SAM "
+            f"SAM at head_rho); raise {config.method}.eta")
+    method = METHODS[config.method]
+    if method.tuned_with_loss and config.loss != method.tuned_with_loss:
+        log(f"note: {method.label}'s defaults come from its authors' runs with train.loss={method.tuned_with_loss}; "
+            f"this run uses train.loss={config.loss}")
     checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
 
     ms.set_seed(config.seed)
