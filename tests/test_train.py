@@ -146,16 +146,19 @@ def _wait_for_epoch(resume, epoch, process, timeout=300):
 
 
 # Each schedule once; LDAM-DRW's re-weighting starts in the epoch after the interruption, so a resumed run that
-# did not set it from the epoch would end elsewhere.
-@pytest.mark.parametrize(("signum", "changes"), [
-    (signal.SIGKILL, {"train.schedule": "step_cosine"}),
-    (signal.SIGTERM, {"train.schedule": "epoch_cosine_at_start", "train.loss": "ldam_drw", "ldam_drw.drw_after": 1}),
+# did not set it from the epoch would end elsewhere, and so does SSE-SAM's switch-off of the head's perturbation
+# (from step 8 of 12: ceil(3 * 0.5) epochs of 4 steps), which counts the steps the checkpoint restores.
+@pytest.mark.parametrize(("signum", "method", "changes"), [
+    (signal.SIGKILL, "imbsam", {"train.schedule": "step_cosine", "imbsam.eta": 20}),
+    (signal.SIGTERM, "imbsam", {"train.schedule": "epoch_cosine_at_start", "train.loss": "ldam_drw",
+                                "ldam_drw.drw_after": 1, "imbsam.eta": 20}),
+    (signal.SIGKILL, "sse_sam", {"train.schedule": "step_cosine", "sse_sam.eta": 10, "sse_sam.head_off_after": 0.5}),
 ])
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, signum, changes):
-    split = synthetic_split(20, 5)
-    config = {"method": "imbsam", "seed": 1,
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, signum, method, changes):
+    split = synthetic_split(20, 5, 0.1)
+    config = {"method": method, "seed": 1,
               "changes": {"model.arch": "resnet32", "train.epochs": 3, "train.batch_size": 32,
-                          "train.max_steps_per_epoch": 4, "imbsam.eta": 20, **changes}}
+                          "train.max_steps_per_epoch": 4, **changes}}
     _run(config, split, tmp_path / "straight", tmp_path / "resume-straight")
 
     process = _run(config, split, tmp_path / "resumed", tmp_path / "resume", wait=False)
@@ -168,7 +171,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, 
     assert not (tmp_path / "resumed" / "train.json").exists()
 
     output = _run(config, split, tmp_path / "resumed", tmp_path / "resume")
-    assert "resuming imbsam seed 1 after epoch" in output, output
+    assert f"resuming {method} seed 1 after epoch" in output, output
     straight = json.loads((tmp_path / "straight" / "train.json").read_text())
     resumed = json.loads((tmp_path / "resumed" / "train.json").read_text())
     assert resumed["epochs_completed"] == 3
@@ -241,3 +244,18 @@ def test_a_one_epoch_run_of_the_authors_schedule_leaves_the_weights_where_they_s
         else:
             moved += not same  # the BatchNorm running statistics still follow the batches
     assert moved > 0
+
+
+@pytest.mark.parametrize(("loss", "noted"), [("ce", True), ("logit_adjusted", False)])
+def test_a_method_off_the_loss_its_defaults_were_tuned_with_says_so(synthetic_split, tmp_path, loss, noted):
+    from imbsam.data import load_split
+    from imbsam.train import train
+
+    config = config_for("focal_sam", 0, **{"model.arch": "resnet32", "train.epochs": 1, "train.batch_size": 16,
+                                           "train.max_steps_per_epoch": 1, "train.loss": loss})
+    lines = []
+    train(config, load_split(synthetic_split(20, 5)), tmp_path / "out", tmp_path / "resume", progress=False,
+          log=lines.append)
+    note = ("note: Focal-SAM's defaults come from its authors' runs with train.loss=logit_adjusted; this run uses "
+            f"train.loss={loss}")
+    assert (note in lines) is noted
