@@ -37,9 +37,10 @@ def tail_batch(seed, batch_size):
 
 
 def mindspore_gradient(seed, kernels, images, labels, weights):
-    """(initial weights, the gradient of sum_i weights_i l_i at them, flat float64, the kernels used)."""
+    """(initial weights, the gradient of sum_i weights_i l_i at them, flat float64, each block's output, the kernels
+    used)."""
     import mindspore as ms
-    from mindspore import Tensor
+    from mindspore import Tensor, nn
 
     from imbsam.criteria import create_loss
     from imbsam.models import create_model
@@ -50,7 +51,21 @@ def mindspore_gradient(seed, kernels, images, labels, weights):
     params = ms.ParameterTuple(network.trainable_params())
     gradients = WeightedGradients(network, create_loss("ce", NUM_CLASSES, {}), params)
     _, (grads,) = gradients(Tensor(images), Tensor(labels), ms.mutable((Tensor(weights.astype(np.float32)),)))
-    return [p.asnumpy() for p in params], _flat(g.asnumpy() for g in grads), network.kernels
+
+    class Blocks(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.network = network
+
+        def construct(self, x):
+            out, outputs = self.network.bn1(self.network.conv1(x)), ()
+            for block in self.network.layers:
+                out = block(out)
+                outputs += (out,)
+            return outputs
+
+    outputs = [o.asnumpy() for o in Blocks()(Tensor(images))]
+    return [p.asnumpy() for p in params], _flat(g.asnumpy() for g in grads), outputs, network.kernels
 
 
 def _flat(tensors):
@@ -66,7 +81,7 @@ class FlippableReLU:
     (ReLU index, unit) pairs whose side of the kink is swapped. The gradient through it is the mask, as ReLU's."""
 
     def __init__(self):
-        self.inputs, self.flips, self.calls = [], set(), 0
+        self.inputs, self.outputs, self.flips, self.calls = [], [], set(), 0
 
     def __call__(self, x):
         index, self.calls = self.calls, self.calls + 1
@@ -75,7 +90,12 @@ class FlippableReLU:
         for layer, unit in self.flips:
             if layer == index:
                 mask[unit] = 1 - mask[unit]
-        return x * mask
+        out = x * mask
+        self.outputs.append(out.detach())
+        return out
+
+    def block_outputs(self):
+        return [y.double().numpy() for y, name in zip(self.outputs, relu_names()) if name.endswith("output")]
 
 
 def relu_names():
@@ -92,7 +112,7 @@ def torch_gradient(torch, relu, initial, images, labels, weights, dtype, flips=(
     with torch.no_grad():
         for p, value in zip(params, initial, strict=True):
             p.copy_(torch.from_numpy(value))
-    relu.inputs, relu.flips, relu.calls = [], set(flips), 0
+    relu.inputs, relu.outputs, relu.flips, relu.calls = [], [], set(flips), 0
     losses = torch.nn.functional.cross_entropy(net(torch.from_numpy(images).to(dtype)),
                                                torch.from_numpy(labels.astype(np.int64)), reduction="none")
     grads = torch.autograd.grad((losses * torch.from_numpy(weights).to(dtype)).sum(), params)
@@ -138,17 +158,23 @@ def main(argv=None):
     import torch
 
     images, labels, weights = tail_batch(args.seed, args.batch_size)
-    initial, mindspore, kernels = mindspore_gradient(args.seed, args.kernels, images, labels, weights)
+    initial, mindspore, mindspore_blocks, kernels = mindspore_gradient(args.seed, args.kernels, images, labels,
+                                                                       weights)
     relu = FlippableReLU()
     exact = torch_gradient(torch, relu, initial, images, labels, weights, torch.float64)
-    found = near_kinks(relu.inputs, args.threshold)
+    found, exact_blocks = near_kinks(relu.inputs, args.threshold), relu.block_outputs()
     candidates, units = found[:MAX_CANDIDATES], sum(x.numel() for x in relu.inputs)
     single = torch_gradient(torch, relu, initial, images, labels, weights, torch.float32)
+    forward = {"MindSpore f32": mindspore_blocks, "PyTorch f32": relu.block_outputs()}
     host = cpu()
     print(f"seed {args.seed}: ImbSAM's tail-loss gradient at w on a batch of {args.batch_size} with "
           f"{int((weights > 0).sum())} tail samples; {ARCH}; MindSpore graph mode, {kernels} kernels; "
           f"PyTorch {torch.__version__}")
     print(f"CPU: {host['model']}, {host['cores']} cores, {' '.join(host['isa'])}")
+    print("block outputs off float64, first block to last: " + ", ".join(
+        f"{name} {min(errors):.1e} to {max(errors):.1e}" for name, errors in
+        ((name, [_distance(a, b) for a, b in zip(blocks, exact_blocks, strict=True)]) for name, blocks in
+         forward.items())))
     print(f"ReLU inputs within {args.threshold:g} of their layer's std of 0 in float64: {len(found)} of {units:,}"
           f"{f' (the {MAX_CANDIDATES} closest tried)' if len(found) > MAX_CANDIDATES else ''}")
 

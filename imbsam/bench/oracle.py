@@ -3,6 +3,7 @@ from the authors' code (as imbsam.reference has them in NumPy), run in float64 a
 initial weights and running statistics on the same long-tailed batches, beside imbsam's MindSpore float32 step.
 
     python -m imbsam.bench.oracle [--methods sgd,imbsam] [--steps 4] [--batch-size 32] [--seeds 5] [--kernels auto]
+                                  [--rho 0.5] [--adaptive]
 
 needs PyTorch (`pip install torch==2.13.0`, a CPU build). For every method it prints how far MindSpore's
 weights and running statistics are from PyTorch float64's after the steps, relative to how far those steps
@@ -26,6 +27,7 @@ from imbsam.methods import METHODS
 from imbsam.params import defaults
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-3
+RADII = ("rho", "head_rho", "tail_rho")  # the params keys of the methods' perturbation radii
 
 
 def _batches(steps, batch_size, seed):
@@ -160,16 +162,29 @@ def relative(a, b, start):
     return float(np.linalg.norm(flat[0] - flat[1]) / np.linalg.norm(flat[1] - flat[2]))
 
 
-def compare(methods, steps, batch_size, kernels, seed):
+def method_params(method, rho=None, adaptive=False):
+    """The method's params group at the paper's defaults, every radius it has set to rho (if given), and ASAM's
+    perturbation where the method has that option and adaptive is asked for."""
+    group = dict(defaults()[method])
+    for key in RADII:
+        if key in group and rho is not None:
+            group[key] = rho
+    if "adaptive" in group:
+        group["adaptive"] = adaptive
+    return group
+
+
+def compare(methods, steps, batch_size, kernels, seed, rho=None, adaptive=False):
     """One row per method for this seed's initial weights and batches: [method, MindSpore f32, PyTorch f32, their
     statistics' distances, distance from SGD]; and the kernels MindSpore ran on."""
     import torch
 
     batches = _batches(steps, batch_size, seed)
-    counts, paper, rows = longtail_dataset()[1], defaults(), []
+    counts, rows = longtail_dataset()[1], []
     sgd_weights = None
     for method in ("sgd", *[m for m in methods if m != "sgd"]):
-        options = METHODS[method].params(**paper[method]).step_options(counts, (steps, 1))
+        group = method_params(method, rho, adaptive)
+        options = METHODS[method].params(**group).step_options(counts, (steps, 1))
         options.pop("bn_update_in_perturbed_pass", None)  # the authors' code always moves them
         initial, stats, weights, ms_stats, resolved = mindspore_run(method, options, batches, kernels, seed)
         runs = {dtype: torch_run(torch, method, options, initial, stats, batches, dtype)
@@ -206,16 +221,20 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seeds", type=positive_int, default=5, help="initial weights and batches drawn per seed")
     parser.add_argument("--kernels", choices=("auto", "onednn", "mindspore"), default="auto")
+    parser.add_argument("--rho", type=float, help="every perturbation radius of every method (default: params.yaml's)")
+    parser.add_argument("--adaptive", action="store_true", help="ASAM's perturbation, where a method has the option")
     args = parser.parse_args(argv)
     require_torch(parser, "the oracle")
     import torch
 
     per_seed = []
     for seed in range(args.seeds):
-        rows, kernels = compare(args.methods, args.steps, args.batch_size, args.kernels, seed)
+        rows, kernels = compare(args.methods, args.steps, args.batch_size, args.kernels, seed, args.rho, args.adaptive)
         per_seed.append(rows)
+    radii = "default radii" if args.rho is None else f"every radius {args.rho}"
     print(f"ResNet-32, {args.steps} steps of batch {args.batch_size}, lr {LR}, momentum {MOMENTUM}, weight decay "
-          f"{WEIGHT_DECAY}, {args.seeds} seeds; MindSpore graph mode, {kernels} kernels; PyTorch {torch.__version__}")
+          f"{WEIGHT_DECAY}, {args.seeds} seeds, {radii}{', adaptive' if args.adaptive else ''}; MindSpore graph mode, "
+          f"{kernels} kernels; PyTorch {torch.__version__}")
     host = cpu()
     print(f"CPU: {host['model']}, {host['cores']} cores, {' '.join(host['isa'])}")
     print("distance from PyTorch float64 after the steps, over how far the steps moved the weights "
