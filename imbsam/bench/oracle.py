@@ -11,10 +11,10 @@ moved the weights, beside PyTorch float32's own distance, and the method's dista
 what a wrong update would get wrong). Float32 drifts from float64 by a few percent over a few steps of a
 BatchNorm network on noise images; MindSpore's drift should be of PyTorch's own size.
 
-One seed is not enough to tell: where a ReLU's input lies within float32 rounding of 0 (1e-6 of its layer's spread
-happens in a batch), which side a float32 forward puts it on is chance, and the gradient jumps with it (ImbSAM's
-tail gradient most: two samples carry it). Each seed draws other initial weights and batches; the summary is the
-median over seeds, with the largest beside it.
+One seed is not enough: a batch holds ReLU inputs within float32 rounding of 0 (about 1e-6 of their layer's
+spread), which side of the kink a float32 forward puts them on is chance, and the gradient jumps with it, ImbSAM's
+tail gradient most, as few samples carry it (imbsam.bench.kinks). Each seed draws other initial weights and
+batches; the summary is the median over seeds, with the largest beside it.
 """
 
 import argparse
@@ -163,7 +163,7 @@ def relative(a, b, start):
 
 
 def method_params(method, rho=None, adaptive=False):
-    """The method's params group at the paper's defaults, every radius it has set to rho (if given), and ASAM's
+    """The method's params group at params.yaml's defaults, every radius it has set to rho (if given), and ASAM's
     perturbation where the method has that option and adaptive is asked for."""
     group = dict(defaults()[method])
     for key in RADII:
