@@ -238,7 +238,8 @@ class StepParts:
         weighted loss at w + eps and the perturbation, which `update` or `undo` takes off again. move_stats=False
         keeps the BatchNorm running statistics from moving in that forward pass."""
         grads_at_w = ms.mutable(grads_at_w)
-        # Out of a graph, its tuples are constants to the next: each new value would compile _perturb again.
+        # _adaptive's tuples leave its graph as constants: passed on as they are, each new value would compile
+        # _perturb again.
         direction, norm_of = map(ms.mutable, self._adaptive(grads_at_w)) if adaptive else (grads_at_w, grads_at_w)
         scale = self._perturb(direction, norm_of, rho, _SAM_FLOOR if floor is None else floor)
         if not move_stats:

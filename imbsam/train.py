@@ -211,12 +211,11 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
                            config.max_steps_per_epoch)
     options = config.step_options(summary["class_counts"], batches.steps_per_epoch)
-    tail_classes = options.get("tail_classes", [])
+    tail_classes, method = options.get("tail_classes", []), METHODS[config.method]
     if "tail_classes" in options and not tail_classes:
         log(f"warning: no class has fewer than {config.method}.eta={config.method_params['eta']} training images: "
-            f"{METHODS[config.method].label} then has no tail class and no tail term (ImbSAM equals SGD, SSE-SAM "
-            f"SAM at head_rho); raise {config.method}.eta")
-    method = METHODS[config.method]
+            f"{method.label} then has no tail class and no tail term (ImbSAM equals SGD, SSE-SAM SAM at head_rho); "
+            f"raise {config.method}.eta")
     if method.tuned_with_loss and config.loss != method.tuned_with_loss:
         log(f"note: {method.label}'s defaults come from its authors' runs with train.loss={method.tuned_with_loss}; "
             f"this run uses train.loss={config.loss}")
