@@ -18,8 +18,8 @@ import numpy as np
 
 from imbsam.architectures import ARCHITECTURES, blocks
 from imbsam.bench import positive_int, require_torch
-from imbsam.bench.oracle import _batches
-from imbsam.bench.step import _torch_resnet, longtail_dataset
+from imbsam.bench.oracle import _batches, torch_twin
+from imbsam.bench.step import longtail_dataset
 from imbsam.methods import METHODS
 from imbsam.params import defaults
 
@@ -107,11 +107,7 @@ def relu_names():
 
 
 def torch_gradient(torch, relu, initial, images, labels, weights, dtype, flips=()):
-    net = _torch_resnet(torch, ARCH, relu).to(dtype).train()
-    params = list(net.parameters())
-    with torch.no_grad():
-        for p, value in zip(params, initial, strict=True):
-            p.copy_(torch.from_numpy(value))
+    net, params, _ = torch_twin(torch, initial, dtype, relu=relu)
     relu.inputs, relu.outputs, relu.flips, relu.calls = [], [], set(flips), 0
     losses = torch.nn.functional.cross_entropy(net(torch.from_numpy(images).to(dtype)),
                                                torch.from_numpy(labels.astype(np.int64)), reduction="none")

@@ -105,17 +105,25 @@ def _torch_steps(torch):
     return {"sgd": sgd, "sam": sam, "imbsam": imbsam, "focal_sam": focal_sam, "sse_sam": sse_sam}
 
 
-def torch_run(torch, method, options, initial, stats, batches, dtype):
-    """Weights and running statistics (float64 NumPy) after the steps of `method` in PyTorch at `dtype`."""
-    net = _torch_resnet(torch, "resnet32").to(dtype).train()
+def torch_twin(torch, initial, dtype, stats=(), relu=None):
+    """ResNet-32's PyTorch twin at `dtype` in train mode, holding MindSpore's initial weights and, if given, running
+    statistics; relu as _torch_resnet takes it. (network, its parameters, its BatchNorms)."""
+    net = _torch_resnet(torch, "resnet32", relu).to(dtype).train()
     params = list(net.parameters())
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         for p, value in zip(params, initial, strict=True):
             p.copy_(torch.from_numpy(value))
-        for m, (mean, variance) in zip(norms, stats, strict=True):
-            m.running_mean.copy_(torch.from_numpy(mean))
-            m.running_var.copy_(torch.from_numpy(variance))
+        if stats:
+            for m, (mean, variance) in zip(norms, stats, strict=True):
+                m.running_mean.copy_(torch.from_numpy(mean))
+                m.running_var.copy_(torch.from_numpy(variance))
+    return net, params, norms
+
+
+def torch_run(torch, method, options, initial, stats, batches, dtype):
+    """Weights and running statistics (float64 NumPy) after the steps of `method` in PyTorch at `dtype`."""
+    net, params, norms = torch_twin(torch, initial, dtype, stats)
     optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     step_fn = _torch_steps(torch)[method]
     extra = {"step": None} if method == "sse_sam" else {}
