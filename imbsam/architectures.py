@@ -12,6 +12,8 @@ Initialisation follows each network's source, layer kind by layer kind:
 
 from dataclasses import dataclass
 
+from imbsam.params import ARCHS
+
 KAIMING_NORMAL_FAN_OUT = "kaiming_normal_fan_out"
 KAIMING_NORMAL_FAN_IN = "kaiming_normal_fan_in"
 PYTORCH_DEFAULT = "pytorch_default"  # uniform(+-1/sqrt(fan_in)), weight and bias
@@ -41,7 +43,7 @@ ARCHITECTURES = {
         stem_init=KAIMING_NORMAL_FAN_IN, conv_init=KAIMING_NORMAL_FAN_IN, linear_weight_init=KAIMING_NORMAL_FAN_IN,
         source="LDAM-DRW's CIFAR ResNet-32, about 1/45 of ResNet-34's compute"),
 }
-ARCHS = tuple(ARCHITECTURES)
+assert tuple(ARCHITECTURES) == ARCHS, "imbsam.params.ARCHS names the architectures, in this order"
 
 
 def blocks(architecture):

@@ -6,7 +6,7 @@ reports them, so a head class with many test images weighs no more than a tail c
 
 import numpy as np
 
-from imbsam.pipeline import normalize
+from imbsam.data.augment import normalize
 
 GROUPS = ("many", "medium", "few")
 TTA_VARIANTS = {"plain": False, "flip_tta": True}

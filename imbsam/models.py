@@ -10,9 +10,10 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from imbsam.architectures import ARCHITECTURES, ARCHS, KAIMING_NORMAL_FAN_IN, PYTORCH_DEFAULT, blocks
+from imbsam.architectures import ARCHITECTURES, KAIMING_NORMAL_FAN_IN, PYTORCH_DEFAULT, blocks
 from imbsam.errors import InputError
-from imbsam.kernels import KERNELS, batchnorm, onednn
+from imbsam.kernels import batchnorm, onednn
+from imbsam.params import ARCHS, KERNELS
 
 
 class Conv2d(nn.Conv2d):

@@ -1,33 +1,26 @@
-"""The train steps of the methods table (imbsam.methods), each the update of its authors' code.
-
-ImbSAM (one step on a batch of B samples, tail classes T, per-sample loss l_i):
-    L_h = sum_{i not in T} l_i / B            L_t = tail_loss_scale * sum_{i in T} l_i / B
-    g_h = grad L_h(w)        eps = rho * g_t / (||g_t|| + 1e-16) with g_t = grad L_t(w)
-    g_t' = grad L_t(w + eps)  (forward on the whole batch at w + eps)
-    w <- base_optimizer(w, g_h + g_t')
-SAM is the same with L = mean loss in both places. BatchNorm running statistics move
-once per forward pass the authors' code runs: once at w, once at w + eps. Focal-SAM and SSE-SAM
-(docs/protocol.md) are built of the same pieces.
+"""The machinery every optimizer's step is made of (imbsam/optimizers/<name>.py builds its step from it): the base
+optimizer (SGD with momentum), the gradients of weighted per-sample losses, SAM's perturbation and its undoing,
+the update, and the BatchNorm running statistics. Editing this file changes every optimizer's update, so every
+train@ stage depends on it.
 
 By default each piece of a step runs compiled: the gradients (one forward pass at w and one
 backward pass per loss: ImbSAM's g_h and g_t share the forward), the perturbation, and the update
 (undo the perturbation, then the base optimizer). The gradient graph is shared by the passes at w
 and at w + eps and by every kind of batch, which keeps memory and compile time down.
 mode="pynative" runs the same pieces op by op, for debugging; there a backward pass consumes its
-forward, so g_t takes a second forward whose running-statistics update is undone. Both modes are
-tested against an independent reference.
+forward, so a second gradient takes a second forward whose running-statistics update is undone. Both modes
+are tested against an independent reference (imbsam/verify/).
 """
 
 import inspect
-import warnings
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from imbsam.device import STEP_MODES
+from imbsam import registry
 from imbsam.errors import InputError
-from imbsam.methods import METHODS
+from imbsam.params import STEP_MODES
 
 
 def make_optimizer(network, learning_rate, momentum=0.9, weight_decay=0.0, decay_bn=True):
@@ -205,7 +198,7 @@ class _RunningStats(nn.Cell):
 
 
 class StepParts:
-    """The compiled pieces every step is made of, shared by the methods' step functions below.
+    """The compiled pieces every step is made of, shared by the optimizers' make_step.
 
     mode: "graph" runs each piece compiled, "pynative" op by op.
     """
@@ -269,147 +262,45 @@ class StepParts:
         """Sample weights 1/B: the gradient of the mean loss."""
         return Tensor(np.full(labels.shape[0], 1.0 / labels.shape[0], dtype=np.float32))
 
+    @staticmethod
+    def sample_weights(values):
+        """Per-sample weights computed on the host, as the gradients take them."""
+        return Tensor(np.asarray(values, dtype=np.float32))
+
+    @staticmethod
+    def on_host(labels):
+        """The labels as a NumPy array, for the host-side decisions a step makes on them."""
+        return labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
+
+    @staticmethod
+    def radius(rho):
+        """A perturbation radius (or norm floor) as the compiled pieces take it; InputError below 0."""
+        if not rho >= 0:
+            raise InputError(f"rho={rho!r} must be >= 0")
+        return Tensor(rho, ms.float32)
+
 
 _ONE = Tensor(1.0, ms.float32)
 _SAM_FLOOR = Tensor(1e-16, ms.float32)  # what eps's norm is offset by in the ImbSAM authors' SAM
 
 
-def _on_host(labels):
-    return labels.asnumpy() if isinstance(labels, Tensor) else np.asarray(labels)
-
-
-def _rho(rho):
-    if not rho >= 0:
-        raise InputError(f"rho={rho!r} must be >= 0")
-    return Tensor(rho, ms.float32)
-
-
-def sgd(parts):
-    def step(images, labels):
-        loss, (grads,) = parts.gradients(images, labels, parts.uniform(labels))
-        parts.update(grads)
-        return loss
-
-    return step
-
-
-def sam(parts, rho=0.05, bn_update_in_perturbed_pass=True):
-    """SAM (Foret et al.), as the ImbSAM authors' code runs it: the gradient of the mean loss at w + eps."""
-    rho = _rho(rho)
-
-    def step(images, labels):
-        weights = parts.uniform(labels)
-        loss, (grads,) = parts.gradients(images, labels, weights)
-        perturbed, eps = parts.perturbed_gradients(images, labels, weights, grads, rho, bn_update_in_perturbed_pass)
-        parts.update(perturbed, perturbation=eps)
-        return loss
-
-    return step
-
-
-def imbsam(parts, rho=0.05, tail_classes=(), tail_loss_scale=2.0, bn_update_in_perturbed_pass=True):
-    """ImbSAM: SAM's perturbation for the tail classes' loss only, plain gradients for the head's."""
-    rho = _rho(rho)
-    tail_classes = np.asarray(sorted(tail_classes), dtype=np.int64)
-    if not len(tail_classes):
-        warnings.warn("ImbSAM with no tail classes (raise imbsam.eta): every step equals SGD", stacklevel=3)
-
-    def step(images, labels):
-        # Which samples are tail is a host-side decision on labels the host just produced.
-        labels_np = _on_host(labels)
-        is_tail = np.isin(labels_np, tail_classes)
-        head = Tensor(np.where(is_tail, 0.0, 1.0 / len(labels_np)).astype(np.float32))
-        if not is_tail.any():
-            # eps = 0 and g_t' = 0, so the update is SGD on L_h. The authors' code still runs a forward at
-            # w + 0, moving the running statistics a second time with this batch: replayed, not run.
-            if bn_update_in_perturbed_pass:
-                parts.stats("save")
-            loss, (head_grads,) = parts.gradients(images, labels, head)
-            parts.update(head_grads)
-            if bn_update_in_perturbed_pass:
-                parts.stats("replay")
-            return loss
-        tail = Tensor(np.where(is_tail, tail_loss_scale / len(labels_np), 0.0).astype(np.float32))
-        loss, (head_grads, tail_grads) = parts.gradients(images, labels, head, tail)
-        perturbed_tail, eps = parts.perturbed_gradients(images, labels, tail, tail_grads, rho,
-                                                        bn_update_in_perturbed_pass)
-        parts.update(perturbed_tail, head_grads, perturbation=eps)
-        return loss
-
-    return step
-
-
-_FOCAL_SAM_FLOOR = Tensor(1e-12, ms.float32)  # Focal-SAM's code offsets eps's norm by 1e-12
-
-
-def focal_sam(parts, rho=0.3, class_weights=(), adaptive=False):
-    """Focal-SAM, as its authors' code runs it: per class c_k = sharpness * (1 - n_k / N) ** gamma (class_weights);
-    the gradient of sum (1 - c_y) l_i / B at w plus that of sum c_y l_i / B at w + eps, eps from the latter's
-    gradient at w. Both gradients at w come from one forward pass; the running statistics move at w and at
-    w + eps. adaptive: ASAM's eps, rho * w^2 g / (|| |w| g || + 1e-12)."""
-    rho = _rho(rho)
-    class_weights = np.asarray(class_weights, dtype=np.float64)
-
-    def step(images, labels):
-        labels_np = _on_host(labels)
-        focal = class_weights[labels_np] / len(labels_np)
-        clean = Tensor((1.0 / len(labels_np) - focal).astype(np.float32))
-        focal = Tensor(focal.astype(np.float32))
-        loss, (clean_grads, focal_grads) = parts.gradients(images, labels, clean, focal)
-        perturbed, eps = parts.perturbed_gradients(images, labels, focal, focal_grads, rho,
-                                                   floor=_FOCAL_SAM_FLOOR, adaptive=adaptive)
-        parts.update(perturbed, clean_grads, perturbation=eps)
-        return loss
-
-    return step
-
-
-def sse_sam(parts, head_rho=0.05, tail_rho=0.1, tail_classes=(), head_off_from_step=None):
-    """SSE-SAM, as its authors' code runs it: separate SAM steps for the head and the tail losses, each summed over
-    its samples / B, each with its own rho: a forward at w and one at w + eps_h for the head, then a forward at w
-    and one at w + eps_t for the tail (four forwards, each moving the running statistics), and SGD on the sum
-    of the two gradients at the perturbed weights. From step head_off_from_step on, the head's rho is 0."""
-    head_rho, tail_rho, no_rho = _rho(head_rho), _rho(tail_rho), _rho(0.0)
-    tail_classes = np.asarray(sorted(tail_classes), dtype=np.int64)
-
-    def step(images, labels):
-        labels_np = _on_host(labels)
-        is_tail = np.isin(labels_np, tail_classes)
-        head = Tensor(np.where(is_tail, 0.0, 1.0 / len(labels_np)).astype(np.float32))
-        tail = Tensor(np.where(is_tail, 1.0 / len(labels_np), 0.0).astype(np.float32))
-        head_off = head_off_from_step is not None and parts.steps_done() >= head_off_from_step
-        loss, (head_grads,) = parts.gradients(images, labels, head)
-        head_at_eps, eps = parts.perturbed_gradients(images, labels, head, head_grads, no_rho if head_off else head_rho)
-        parts.undo(eps)
-        _, (tail_grads,) = parts.gradients(images, labels, tail)
-        tail_at_eps, eps = parts.perturbed_gradients(images, labels, tail, tail_grads, tail_rho)
-        parts.update(tail_at_eps, head_at_eps, perturbation=eps)
-        return loss
-
-    return step
-
-
-def make_train_step(network, loss_fn, optimizer, method, mode="graph", **options):
+def make_train_step(network, loss_fn, base_optimizer, name, mode="graph", **options):
     """Return step(images, labels) -> loss (mean loss at w, before the update); one call = one update.
 
-    loss_fn: per-sample loss (reduction="none"). method: a name of imbsam.methods.METHODS; options: that
-    method's step options (sam: rho; imbsam: rho, tail_classes, tail_loss_scale; both:
-    bn_update_in_perturbed_pass=False keeps the BatchNorm running statistics from moving in the forward
-    pass at w + eps, where the paper's code moves them; focal_sam: rho, class_weights, adaptive; sse_sam:
-    head_rho, tail_rho, tail_classes, head_off_from_step). mode: "graph" runs each piece of the step compiled,
+    loss_fn: per-sample loss (reduction="none"). name: an optimizer, imbsam/optimizers/<name>.py; options: the
+    keyword arguments of its make_step (what its Params' step_options gives), others refused. base_optimizer:
+    make_optimizer's SGD, which every optimizer updates with. mode: "graph" runs each piece of the step compiled,
     "pynative" op by op, whatever the context's mode.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown optimizer method {method!r}: choose one of {', '.join(METHODS)}")
+    build = registry.module("optimizers", name).make_step
     if mode not in STEP_MODES:
         raise InputError(f"train step mode={mode!r} is not one of {', '.join(STEP_MODES)}")
-    build = METHODS[method].step_function()
     accepted = list(inspect.signature(build).parameters)[1:]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise InputError(f"{method} takes no option {', '.join(unknown)}: its options are "
+        raise InputError(f"{name} takes no option {', '.join(unknown)}: its options are "
                          f"{', '.join(accepted) or 'none'}")
-    inner = build(StepParts(network, loss_fn, optimizer, mode), **options)
+    inner = build(StepParts(network, loss_fn, base_optimizer, mode), **options)
     context_mode = ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE
 
     def step(images, labels):

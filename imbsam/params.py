@@ -1,20 +1,26 @@
-"""The schema of params.yaml: every key's type, range, default and meaning, stated once.
+"""The schema of params.yaml: every key's type, range, default and meaning, stated once, and the choice
+tuples the rest of the library checks its arguments against.
 
 The defaults are the paper's protocol (CIFAR-100-LT IF 100, ResNet-34, 200 epochs, the authors'
 hyper-parameters), and params.yaml holds exactly them (a test says so). Keys marked `protocol=False`
 (where the data comes from, execution mode, kernels, device, evaluation batch size) change how a run
-is made, not what it computes; the others are the protocol the report compares against (PAPER_PROTOCOL).
+is made, not what it computes; the others are the protocol the report compares against (paper_protocol).
 
-Keys set to `auto` take their dataset's value (imbsam.datasets: the archive's URL and md5, the group thresholds and
-the tail thresholds the long-tail literature uses for it), so `-S data.dataset=cifar10` is all a switch takes;
-`defaults()` and a validated Params hold the values, params.yaml the word.
+The sections of every run (data:, split:, model:, train:, eval:, device:) are here. An optimizer's group
+(sam:, imbsam:, ...) is the `Params` of its module imbsam/optimizers/<name>.py, a loss's (logit_adjusted:, ...)
+that of imbsam/losses/<name>.py; both are found by name (imbsam.registry).
 
-Every stage validates the whole file first (`load`), in a fraction of a second and before any work, so a
-bad value anywhere stops the first stage that runs with one line naming the key and the fix. A method's
-group (sam:, imbsam:, ...) is its row's in imbsam.methods, a loss's (logit_adjusted:, ...) its row's in
-imbsam.losses.
+Keys set to `auto` take their dataset's value (imbsam/datasets/<name>.py: the archive's URL and md5, the group
+thresholds and the tail thresholds the long-tail literature uses for it), so `-S data.dataset=cifar10` is all
+a switch takes; `defaults()` and a validated Params hold the values, params.yaml the word.
+
+`load(path)` validates the whole file, in a fraction of a second and before any work: the download stage, which
+DVC runs first in every repro, does, so a bad value anywhere stops the pipeline with one line naming the key and
+the fix. A later stage validates the sections and the groups it computes with (`load(path, groups=...)`), so that
+it imports, and DVC tracks, only those modules.
 """
 
+import functools
 import math
 from pathlib import Path
 from typing import Literal
@@ -22,22 +28,29 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from imbsam import datasets
-from imbsam.architectures import ARCHS
-from imbsam.data import PROFILES
-from imbsam.device import MODES, TARGETS
+from imbsam import registry
 from imbsam.errors import InputError
-from imbsam.kernels import KERNELS
-from imbsam.losses import LOSSES
-from imbsam.methods import METHODS
-from imbsam.schedules import SCHEDULES
 
+# The choices of the keys that take one of a few words; the modules that act on them import them from here.
+ARCHS = ("resnet34", "resnet32")
+PROFILES = ("exp", "step")
+SCHEDULES = ("epoch_cosine_at_start", "step_cosine")
+MODES = ("auto", "pynative", "graph")
+STEP_MODES = ("graph", "pynative")  # what a train step runs in (imbsam.optim.make_train_step); train.mode adds auto
+KERNELS = ("auto", "onednn", "mindspore")
+TARGETS = ("auto", "CPU", "GPU", "Ascend")
 SELECTIONS = ("best", "last")
 AUTO = "auto"
-# Every key a dataset gives a value for: data.url and data.md5 from its module, the rest from its DEFAULTS.
-_DATASET_VALUES = {name: {"data.url": module.URL, "data.md5": module.MD5, **module.DEFAULTS}
-                   for name, module in datasets.DATASETS.items()}
-assert len({frozenset(values) for values in _DATASET_VALUES.values()}) == 1, "datasets must set the same keys"
+# A value that follows data.dataset, resolved before a step or a loss sees it.
+Auto = Literal["auto"]
+PAPER_DATASET = "cifar100"
+
+
+def dataset_values(name):
+    """Every key dataset `name` gives a value for: data.url and data.md5 from its module, the rest from its
+    DEFAULTS (the values of the keys set to auto)."""
+    module = registry.module("datasets", name)
+    return {"data.url": module.URL, "data.md5": module.MD5, **module.DEFAULTS}
 
 
 def knob(default, meaning, *, protocol=True, **checks):
@@ -57,8 +70,38 @@ def _finite(value):
     return value
 
 
+class GroupParams(Section):
+    """An optimizer's or a loss's params.yaml group."""
+
+    def resolved(self):
+        """The group as a dict, every `auto` already given its dataset's value (validate and defaults do that)."""
+        values = self.model_dump()
+        left = [name for name, value in values.items() if value == AUTO]
+        if left:
+            raise ValueError(f"{', '.join(left)} still auto: take the group from imbsam.params (validate, defaults)")
+        return values
+
+
+class OptimizerParams(GroupParams):
+    """An optimizer's group; its fields are its make_step's keyword arguments unless `step_options` says
+    otherwise."""
+
+    def step_options(self, class_counts, schedule=None):
+        """make_step's keyword arguments, given the training split's per-class counts and the run's
+        (epochs, steps per epoch), None where no run is planned (a benchmark)."""
+        return self.resolved()
+
+
+class LossParams(GroupParams):
+    """A loss's group."""
+
+    def loss_options(self, class_counts):
+        """make_loss's keyword arguments, given the split's per-class counts."""
+        return {}
+
+
 class Data(Section):
-    dataset: Literal[tuple(datasets.DATASETS)] = knob("cifar100", "cifar100 (the paper's) | cifar10")
+    dataset: Literal[registry.names("datasets")] = knob("cifar100", "cifar100 (the paper's) | cifar10")
     url: str = knob(AUTO, "auto (the dataset's official URL) | an http(s) URL, a file:// URL or a local path of the "
                     "archive", protocol=False, min_length=1)
     md5: str = knob(AUTO, "auto (the official archive's) | the archive's md5, 32 hex digits in quotes",
@@ -99,11 +142,11 @@ def _distinct(values):
 
 class Train(Section):
     # The paper's table: its three optimizers, not every row of the methods table.
-    optimizers: list[Literal[tuple(METHODS)]] = knob(["sgd", "sam", "imbsam"],
+    optimizers: list[Literal[registry.names("optimizers")]] = knob(["sgd", "sam", "imbsam"],
                                                      "one training run per optimizer and seed")
     seeds: list[int] = knob([9826], "the authors' seed; several give mean and std in the report")
-    loss: Literal[tuple(LOSSES)] = knob("ce", "ce (the paper's) | logit_adjusted | balanced_softmax | ldam_drw "
-                                        "(imbsam/losses.py; each with its group below)")
+    loss: Literal[registry.names("losses")] = knob("ce", "ce (the paper's) | logit_adjusted | balanced_softmax | "
+                                                    "ldam_drw (imbsam/losses/; each with its group below)")
     epochs: int = knob(200, "epochs of the whole long-tailed training set", ge=1)
     batch_size: int = knob(64, "images per step", ge=1)
     lr: float = knob(0.01, "the base learning rate", gt=0)
@@ -144,18 +187,46 @@ class Device(Section):
                                     protocol=False)
 
 
-SECTIONS = {"data": Data, "split": Split, "model": Model, "train": Train,
-            **{name: method.params for name, method in METHODS.items()},
-            **{name: loss.params for name, loss in LOSSES.items()}, "eval": Eval, "device": Device}
-Params = create_model("Params", __base__=Section, **{name: (model, model()) for name, model in SECTIONS.items()})
+CORE = {"data": Data, "split": Split, "model": Model, "train": Train, "eval": Eval, "device": Device}
+GROUP_KINDS = ("optimizers", "losses")
+
+
+def group_names():
+    """The names of every optimizer's and loss's group, found by module name."""
+    return tuple(name for kind in GROUP_KINDS for name in registry.names(kind))
+
+
+def group_model(name):
+    """The Params of optimizer or loss `name` (its module, imported by name)."""
+    for kind in GROUP_KINDS:
+        if name in registry.names(kind):
+            return registry.module(kind, name).Params
+    raise InputError(f"no optimizer or loss is named {name!r}: the known ones are {', '.join(group_names())}")
+
+
+def sections(groups=None):
+    """{section: model} of the core sections and the groups named (None: every optimizer's and loss's)."""
+    groups = group_names() if groups is None else groups
+    return {**CORE, **{name: group_model(name) for name in groups}}
+
+
+@functools.cache
+def _model(groups):
+    return create_model("Params", __base__=Section,
+                        **{name: (model, model()) for name, model in sections(groups).items()})
+
+
+def params_model(groups=None):
+    """The pydantic model of a params.yaml of the core sections and these groups (None: every group)."""
+    return _model(group_names() if groups is None else tuple(groups))
 
 
 def file_defaults():
     """params.yaml as the repository has it, `auto` where a key follows the dataset: a nested dict."""
-    return Params().model_dump()
+    return params_model()().model_dump()
 
 
-def defaults(dataset="cifar100"):
+def defaults(dataset=PAPER_DATASET):
     """The values of the repository's params.yaml on `dataset`, auto resolved: on cifar100 the paper's protocol."""
     raw = file_defaults()
     raw["data"]["dataset"] = dataset
@@ -174,16 +245,18 @@ def flatten(params, prefix=""):
     return flat
 
 
-def _protocol_keys():
-    for section, model in SECTIONS.items():
-        for name, field in model.model_fields.items():
-            if (field.json_schema_extra or {}).get("protocol", True):
-                yield f"{section}.{name}"
+@functools.cache
+def paper_protocol():
+    """The paper's protocol as {dotted params.yaml key: value}: the keys that change what a run computes, at
+    their paper values (every group's): what the report's comparability check compares with."""
+    protocol = {f"{section}.{name}" for section, model in sections().items()
+                for name, field in model.model_fields.items() if (field.json_schema_extra or {}).get("protocol", True)}
+    return {key: value for key, value in flatten(defaults()).items() if key in protocol}
 
 
-def _missing(raw):
+def _missing(raw, models):
     """The first key of the schema that `raw` lacks, with the value to add."""
-    for section, model in SECTIONS.items():
+    for section, model in models.items():
         if not isinstance(raw.get(section), dict):
             if section in raw and raw[section] is not None:
                 continue  # pydantic names the wrong type
@@ -211,20 +284,24 @@ def _shown(value):
     return yaml.safe_dump([value], default_flow_style=True, width=1000, sort_keys=False).strip()[1:-1]
 
 
-def _hint(loc):
+def _hint(loc, models):
     """What the key at loc means and the paper's value, for an error message."""
     section, name = (str(part) for part in loc[:2]) if len(loc) > 1 else (str(loc[0]), None)
-    field = SECTIONS[section].model_fields.get(name) if section in SECTIONS and name else None
+    field = models[section].model_fields.get(name) if section in models and name else None
     if field is None:
         return ""
-    return f" ({section}.{name}: {field.description}; the paper's value: {_shown(_PAPER[f'{section}.{name}'])})"
+    paper = field.default
+    if paper == AUTO:
+        paper = dataset_values(PAPER_DATASET).get(f"{section}.{name}", paper)
+    return f" ({section}.{name}: {field.description}; the paper's value: {_shown(paper)})"
 
 
 def _resolved(raw):
     """A copy of raw with every `auto` replaced by its dataset's value. With an unknown dataset, which the schema
     then names, the paper's: a bound such as eta >= 0 cannot be checked on the word."""
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    values = _DATASET_VALUES.get(data.get("dataset"), _DATASET_VALUES["cifar100"])
+    dataset = data.get("dataset")
+    values = dataset_values(dataset if dataset in registry.names("datasets") else PAPER_DATASET)
     raw = {section: dict(group) if isinstance(group, dict) else group for section, group in raw.items()}
     for dotted, value in values.items():
         section, key = dotted.split(".")
@@ -236,24 +313,41 @@ def _resolved(raw):
 def _check_archive_is_the_datasets(params, source):
     """An official archive of another dataset under data.url or data.md5 would fail only after the download."""
     chosen = params.data.dataset
-    for name, values in _DATASET_VALUES.items():
+    for name in registry.names("datasets"):
+        values = dataset_values(name)
         for key, value in (("data.url", params.data.url), ("data.md5", params.data.md5.lower())):
             if name != chosen and value == values[key]:
-                raise InputError(f"{source}: {key} is {datasets.get(name).LAYOUT.title}'s archive but "
-                                 f"data.dataset={chosen}: set {key}=auto (or data.dataset={name})")
+                title = registry.module("datasets", name).LAYOUT.title
+                raise InputError(f"{source}: {key} is {title}'s archive but data.dataset={chosen}: set {key}=auto "
+                                 f"(or data.dataset={name})")
 
 
-def validate(raw, source="params.yaml"):
-    """Params from a nested dict; InputError with one line naming the first bad key and the fix."""
+def _unknown_section(raw, source):
+    known = (*CORE, *group_names())
+    for section in raw:
+        if section not in known:
+            raise InputError(f"{source}: unknown key {section}: a typo? the sections are {', '.join(CORE)} and one "
+                             f"group per optimizer and loss ({', '.join(group_names())})")
+
+
+def validate(raw, source="params.yaml", groups=None):
+    """Params from a nested dict; InputError with one line naming the first bad key and the fix.
+
+    groups: the optimizers' and losses' groups to validate beside the core sections (None: all of them, the
+    whole file); the others are not read, nor their modules imported."""
     if not isinstance(raw, dict):
         raise InputError(f"{source} must be a mapping of sections (data:, split:, train:, ...); restore it from git")
-    missing = _missing(raw)
+    _unknown_section(raw, source)
+    if groups is not None:
+        raw = {section: value for section, value in raw.items() if section in CORE or section in groups}
+    models = sections(groups)
+    missing = _missing(raw, models)
     if missing:
         key, value = missing
         raise InputError(f"{source}: missing key {key}; add it with its default, {_shown(value)} (see the "
                          "repository's params.yaml)")
     try:
-        params = Params.model_validate(_resolved(raw))
+        params = params_model(groups).model_validate(_resolved(raw))
     except ValidationError as error:
         problems = error.errors(include_url=False)
         first = problems[0]
@@ -265,19 +359,20 @@ def validate(raw, source="params.yaml"):
         problems = [first, *others]
         if first["type"] == "extra_forbidden":
             section = first["loc"][0] if len(first["loc"]) > 1 else None
-            known = ", ".join(SECTIONS[section].model_fields) if section in SECTIONS else ", ".join(SECTIONS)
+            known = ", ".join(models[section].model_fields) if section in models else ", ".join(models)
             message = f"unknown key {where}: a typo? the keys here are {known}"
         else:
             value = first.get("input")
             reason = first["msg"].removeprefix("Value error, ")
-            message = f"{where}={value!r} is invalid: {reason[0].lower()}{reason[1:]}{_hint(first['loc'])}"
+            message = f"{where}={value!r} is invalid: {reason[0].lower()}{reason[1:]}{_hint(first['loc'], models)}"
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
         raise InputError(f"{source}: {message}{more}") from None
-    _check_archive_is_the_datasets(params, source)
+    if groups is None:
+        _check_archive_is_the_datasets(params, source)
     return params
 
 
-def load(path="params.yaml"):
+def load(path="params.yaml", groups=None):
     """Read and validate params.yaml (see `validate`)."""
     path = Path(path)
     if not path.is_file():
@@ -286,25 +381,19 @@ def load(path="params.yaml"):
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise InputError(f"{path} is not valid YAML ({' '.join(str(error).split())}); fix the line it names") from None
-    return validate(raw, str(path))
+    return validate(raw, str(path), groups)
 
 
 def override(params, changes):
     """A copy of `params` with {dotted key: value} changes, validated: what `dvc exp run -S` does to the file."""
     raw = params.model_dump()
     for dotted, value in changes.items():
-        *sections, key = dotted.split(".")
+        *path, key = dotted.split(".")
         node = raw
-        for section in sections:
+        for section in path:
             node = node[section]
         node[key] = value
     return validate(raw, "override")
-
-
-# The paper's protocol as dotted params.yaml keys: what the report's comparability check compares with.
-_PROTOCOL_KEYS = set(_protocol_keys())
-_PAPER = flatten(defaults())
-PAPER_PROTOCOL = {key: value for key, value in _PAPER.items() if key in _PROTOCOL_KEYS}
 
 
 # The README's quick run: every stage on the full-size data, the cheap ResNet-32, 2 epochs of 20 steps, and a

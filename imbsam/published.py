@@ -1,7 +1,7 @@
 """Published results, each with its setting and source: what the report and the sweep report set ours beside.
 
 Balanced accuracy (%) by class group, best epoch on the test set, horizontal-flip TTA, as each source's code
-evaluates. A setting is (dataset, imbalance factor, loss); a row's optimizer is a name of imbsam.methods.
+evaluates. A setting is (dataset, imbalance factor, loss); a row's optimizer is a name of imbsam/optimizers/.
 """
 
 from dataclasses import dataclass

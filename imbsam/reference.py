@@ -1,5 +1,6 @@
-"""An independent float64 NumPy implementation of each method's train step, to check imbsam.optim's
-MindSpore steps against (tests/test_optim_equivalence.py and `python -m imbsam.check_host`).
+"""An independent float64 NumPy network and base optimizer on which each optimizer's reference step
+(imbsam/verify/optimizers/<name>.py) runs, to check the MindSpore steps against (tests/test_optim_equivalence.py
+and `python -m imbsam.check_host`).
 
 Written from the authors' PyTorch code (docs/protocol.md, "Algorithm"), not from imbsam.optim: it shares
 no code with it and imports no framework. The network is the smallest one that holds every kind of
@@ -7,14 +8,18 @@ layer a ResNet step moves: a 3x3 convolution, BatchNorm with its running statist
 average pool and a linear head. Its backward pass is written by hand and checked against finite
 differences by the tests, so a wrong oracle cannot bless a wrong step.
 
-A method's reference takes the same options as its step function in imbsam.optim (the ones its
-params group's `step_options` gives), updates the running statistics as the authors' forward passes
-do, and returns the gradient it hands to the base optimizer.
+An optimizer's reference takes the same options as its make_step (the ones its params group's
+`step_options` gives), updates the running statistics as the authors' forward passes do, and returns the
+gradient it hands to the base optimizer.
 """
 
+import functools
 import inspect
+import sys
 
 import numpy as np
+
+from imbsam import verify
 
 CHANNELS_IN, CHANNELS, SIZE, NUM_CLASSES, BATCH = 3, 4, 5, 4, 16
 # A long tail over the four classes: at ImbSAM's default eta (20) classes 2 and 3 are its tail.
@@ -110,7 +115,7 @@ def update_running_stats(stats, cache):
                                 + (1 - BN_MOMENTUM) * cache["batch_var_unbiased"])
 
 
-def _perturbed(p, grads, rho, floor=1e-16, adaptive=False):
+def perturbed(p, grads, rho, floor=1e-16, adaptive=False):
     """w + rho * g / (||g|| + floor), the norm over all parameters together (the ImbSAM authors' SAM); adaptive
     (Focal-SAM's ASAM): w + rho * w^2 g / (|| |w| g || + floor)."""
     norm_of = {k: np.abs(p[k]) * grads[k] for k in PARAM_KEYS} if adaptive else grads
@@ -118,83 +123,27 @@ def _perturbed(p, grads, rho, floor=1e-16, adaptive=False):
     return {k: p[k] + scale * (p[k] ** 2 if adaptive else 1.0) * grads[k] for k in PARAM_KEYS}
 
 
-def _forward_backward(p, stats, x, labels, coef):
+def forward_backward(p, stats, x, labels, coef):
     """One forward pass (moving the running statistics) and the gradient of the coef-weighted loss."""
     losses, cache = forward(p, x, labels)
     update_running_stats(stats, cache)
     return losses, backward(p, cache, coef)
 
 
-def sgd(p, stats, x, labels):
-    """loss.mean().backward()."""
-    losses, grads = _forward_backward(p, stats, x, labels, np.full(len(labels), 1.0 / len(labels)))
-    return losses.mean(), grads
+def gradient_of(optimizer):
+    """The float64 reference of `optimizer` (imbsam/verify/optimizers/<optimizer>.py), or None where it has none."""
+    checks = verify.checks(optimizer)
+    return None if checks is None else functools.partial(checks.reference, sys.modules[__name__])
 
 
-def sam(p, stats, x, labels, rho=0.05, bn_update_in_perturbed_pass=True):
-    """The authors' SAM: first_step on the mean loss's gradient, then the mean loss's gradient at w + eps."""
-    mean = np.full(len(labels), 1.0 / len(labels))
-    losses, grads = _forward_backward(p, stats, x, labels, mean)
-    moved = stats if bn_update_in_perturbed_pass else dict(stats)
-    return losses.mean(), _forward_backward(_perturbed(p, grads, rho), moved, x, labels, mean)[1]
-
-
-def imbsam(p, stats, x, labels, rho=0.05, tail_classes=(), tail_loss_scale=2.0, bn_update_in_perturbed_pass=True):
-    """The authors' ImbSAM: head loss backward at w; tail loss (times tail_loss_scale) backward at w, first_step,
-    tail loss backward at w + eps; the base optimizer steps on the sum. With no tail sample in the batch g_t = 0,
-    eps = 0, and the second forward runs at w."""
-    is_tail = np.isin(labels, tail_classes)
-    head = np.where(is_tail, 0.0, 1.0) / len(labels)
-    tail = np.where(is_tail, tail_loss_scale, 0.0) / len(labels)
-    losses, cache = forward(p, x, labels)
-    update_running_stats(stats, cache)
-    head_grads, tail_grads = backward(p, cache, head), backward(p, cache, tail)
-    moved = stats if bn_update_in_perturbed_pass else dict(stats)
-    perturbed_tail = _forward_backward(_perturbed(p, tail_grads, rho), moved, x, labels, tail)[1]
-    return losses.mean(), {k: head_grads[k] + perturbed_tail[k] for k in PARAM_KEYS}
-
-
-def focal_sam(p, stats, x, labels, rho=0.3, class_weights=(), adaptive=False):
-    """Focal-SAM's code (focal_sam_step, FocalSAM): with c = class_weights[y], backward of sum (1 - c) l / B at w
-    (first_step keeps it), backward of sum c l / B on the same graph, second_step to w + eps (norm + 1e-12), a
-    forward there, backward of sum c l / B, third_step back to w adding the kept gradient."""
-    c = np.asarray(class_weights)[labels]
-    losses, cache = forward(p, x, labels)
-    update_running_stats(stats, cache)
-    clean, focal = backward(p, cache, (1.0 - c) / len(labels)), backward(p, cache, c / len(labels))
-    at_eps = _forward_backward(_perturbed(p, focal, rho, 1e-12, adaptive), stats, x, labels, c / len(labels))[1]
-    return losses.mean(), {k: clean[k] + at_eps[k] for k in PARAM_KEYS}
-
-
-def sse_sam(p, stats, x, labels, head_rho=0.05, tail_rho=0.1, tail_classes=(), head_off_from_step=None, step=0):
-    """SSE-SAM's code (its trainval.py's ssesam branch and SSESAM): for the head, then the tail, each loss summed
-    over its samples / B: backward at w, compute_and_add_epsilon (norm + 1e-16), a forward at w + eps and
-    backward, compute_grad_sum_and_restore_p; a new forward at w before the tail's; update() steps on the sum.
-    update_rho sets the head's rho to 0 once the epochs done reach the cut, here the step index head_off_from_step."""
-    is_tail = np.isin(labels, tail_classes)
-    if head_off_from_step is not None and step >= head_off_from_step:
-        head_rho = 0.0
-    total, mean_loss = {k: 0.0 for k in PARAM_KEYS}, None
-    for members, rho in ((~is_tail, head_rho), (is_tail, tail_rho)):
-        coef = members / len(labels)
-        losses, grads = _forward_backward(p, stats, x, labels, coef)
-        mean_loss = losses.mean() if mean_loss is None else mean_loss
-        at_eps = _forward_backward(_perturbed(p, grads, rho), stats, x, labels, coef)[1]
-        total = {k: total[k] + at_eps[k] for k in PARAM_KEYS}
-    return mean_loss, total
-
-
-# One reference per row of imbsam.methods.METHODS; a method without one is reported as unchecked.
-REFERENCES = {"sgd": sgd, "sam": sam, "imbsam": imbsam, "focal_sam": focal_sam, "sse_sam": sse_sam}
-
-
-def run(method, batches, options=None, lrs=(0.1, 0.1, 0.1), momentum=0.9, weight_decay=1e-3, decay_bn=True):
-    """Per step: (mean loss at w, parameters after the update, running statistics after the step).
+def run(optimizer, batches, options=None, lrs=(0.1, 0.1, 0.1), momentum=0.9, weight_decay=1e-3, decay_bn=True):
+    """Per step of `optimizer`'s reference: (mean loss at w, parameters after the update, running statistics after
+    the step).
 
     The base optimizer is PyTorch's SGD: d = g + wd * w (not on gamma and beta unless decay_bn);
     v = d on the first step, then v = momentum * v + d; w <- w - lr * v."""
-    gradient = REFERENCES[method]
-    # A method whose update depends on how far the run is (SSE-SAM's head cut) takes the step's index.
+    gradient = gradient_of(optimizer)
+    # An optimizer whose update depends on how far the run is (SSE-SAM's head cut) takes the step's index.
     by_step = "step" in inspect.signature(gradient).parameters
     p, stats = initial_params(), initial_stats()
     velocity = None

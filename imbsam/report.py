@@ -13,13 +13,10 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from imbsam import datasets, published
-from imbsam.losses import LOSSES
-from imbsam.methods import METHODS
-from imbsam.params import PAPER_PROTOCOL, flatten
+from imbsam import datasets, published, registry
+from imbsam.params import flatten, paper_protocol
 
 GROUP_KEYS = ("many", "medium", "few", "all")
-OPTIMIZER_LABELS = {name: method.label for name, method in METHODS.items()}
 
 # Stated in the report's own text (rows, seed count, protocol line) instead of warned about: other seeds, fewer
 # optimizers or the clean protocol are legitimate ways to run and read the paper's experiment.
@@ -36,14 +33,15 @@ def differences_from_paper(params):
     """[(dotted key, ours, paper)] for every paper-default key whose value differs (missing counts as different),
     leaving out the groups of methods and losses the run does not use."""
     flat, unused = flatten(params), unused_groups(params)
-    return [(key, flat.get(key), paper) for key, paper in PAPER_PROTOCOL.items()
+    return [(key, flat.get(key), paper) for key, paper in paper_protocol().items()
             if key.split(".")[0] not in unused and not _same(flat.get(key), paper)]
 
 
 def unused_groups(params):
-    """The params.yaml groups of the methods and losses a run of these params does not use."""
+    """The params.yaml groups of the optimizers and losses a run of these params does not use."""
     train = params.get("train", {})
-    return (set(METHODS) - set(train.get("optimizers", ()))) | (set(LOSSES) - {train.get("loss", "ce")})
+    return ((set(registry.names("optimizers")) - set(train.get("optimizers", ())))
+            | (set(registry.names("losses")) - {train.get("loss", "ce")}))
 
 
 def comparability_warnings(params, summary):
@@ -66,7 +64,8 @@ def _group_values(records, selection, variant, key):
 
 
 def aggregate(evals, selection, flip_tta):
-    """Per optimizer, in the paper's row order: {"seeds": [...], "mean": {group: %}, "std": {group: %} or None}.
+    """Per optimizer, in the order of `evals` (the stage reads them in train.optimizers' order):
+    {"seeds": [...], "mean": {group: %}, "std": {group: %} or None}.
 
     std is the sample standard deviation over seeds, None with a single seed; a group that is empty in the
     split is None in both.
@@ -76,8 +75,8 @@ def aggregate(evals, selection, flip_tta):
     for record in evals:
         by_optimizer.setdefault(record["optimizer"], []).append(record)
     result = {}
-    for optimizer in sorted(by_optimizer, key=_row_order):
-        records = sorted(by_optimizer[optimizer], key=lambda r: r["seed"])
+    for optimizer, unsorted in by_optimizer.items():
+        records = sorted(unsorted, key=lambda r: r["seed"])
         single = len(records) < 2
         mean, std = {}, {}
         for key in GROUP_KEYS:
@@ -86,11 +85,6 @@ def aggregate(evals, selection, flip_tta):
             std[key] = None if values is None or single else float(np.std(values, ddof=1))
         result[optimizer] = {"seeds": [r["seed"] for r in records], "mean": mean, "std": None if single else std}
     return result
-
-
-def _row_order(optimizer):
-    order = list(OPTIMIZER_LABELS)
-    return (order.index(optimizer) if optimizer in order else len(order), optimizer)
 
 
 def metrics(aggregated):
@@ -104,20 +98,22 @@ def seed_metrics(evals, selection, flip_tta):
     experiments."""
     variant = "flip_tta" if flip_tta else "plain"
     by_optimizer = {}
-    for record in sorted(evals, key=lambda r: (_row_order(r["optimizer"]), r["seed"])):
+    optimizers = list(dict.fromkeys(record["optimizer"] for record in evals))
+    for record in sorted(evals, key=lambda r: (optimizers.index(r["optimizer"]), r["seed"])):
         groups = record["variants"][selection][variant]
         by_optimizer.setdefault(record["optimizer"], {})[str(record["seed"])] = {
             key: None if groups[key] is None else round(groups[key], 4) for key in GROUP_KEYS}
     return by_optimizer
 
 
-def _colour(optimizer):
-    order = list(OPTIMIZER_LABELS)
-    return f"C{order.index(optimizer) if optimizer in order else len(order)}"
+def _colour(optimizer, order):
+    """One colour per optimizer, by its place in `order`, so that the two figures agree."""
+    return f"C{order.index(optimizer) % 10}"
 
 
-def _label(optimizer):
-    return OPTIMIZER_LABELS.get(optimizer, optimizer)
+def label(optimizer):
+    """The optimizer's LABEL (imbsam/optimizers/<optimizer>.py); its name where no module has it any more."""
+    return registry.module("optimizers", optimizer).LABEL if optimizer in registry.names("optimizers") else optimizer
 
 
 def _cell(mean, std):
@@ -136,7 +132,7 @@ def results_table(aggregated):
     rows = []
     for optimizer, row in aggregated.items():
         std = row["std"] or {}
-        rows.append([_label(optimizer), *(_cell(row["mean"][k], std.get(k)) for k in GROUP_KEYS),
+        rows.append([label(optimizer), *(_cell(row["mean"][k], std.get(k)) for k in GROUP_KEYS),
                      len(row["seeds"])])
     return tabulate(rows, headers=["Optimizer", "Many", "Medium", "Few", "All", "Seeds"], tablefmt="github",
                     disable_numparse=True)
@@ -152,7 +148,7 @@ def comparison_table(aggregated, published):
         for key in GROUP_KEYS:
             ours, theirs = row["mean"][key], published[optimizer][key]
             cells.append(f"{theirs:.1f} (n/a)" if ours is None else f"{theirs:.1f} ({_signed(ours - theirs)})")
-        rows.append([_label(optimizer), *cells])
+        rows.append([label(optimizer), *cells])
     return tabulate(rows, headers=["Optimizer", "Many", "Medium", "Few", "All"], tablefmt="github",
                     disable_numparse=True)
 
@@ -195,10 +191,12 @@ def plot_per_class(evals, class_counts, groups_thresholds, selection, flip_tta, 
         by_optimizer.setdefault(record["optimizer"], []).append(per_class)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     shown = counts > 0
-    for optimizer in sorted(by_optimizer, key=_row_order):
+    order = list(by_optimizer)
+    for optimizer in order:
         with np.errstate(all="ignore"):
             accuracy = np.nanmean(np.asarray(by_optimizer[optimizer], dtype=np.float64), axis=0)
-        ax.scatter(counts[shown], accuracy[shown], s=14, alpha=0.7, color=_colour(optimizer), label=_label(optimizer))
+        ax.scatter(counts[shown], accuracy[shown], s=14, alpha=0.7, color=_colour(optimizer, order),
+                   label=label(optimizer))
     for threshold in groups_thresholds:
         ax.axvline(threshold, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xscale("log")
@@ -223,9 +221,10 @@ def plot_curves(curves, optimizers, path):
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     linestyles = ("-", "--", ":", "-.")
     seen = {}
-    for name in sorted(curves, key=lambda n: (_row_order(optimizers[n]), n)):
+    order = list(dict.fromkeys(optimizers[name] for name in curves))
+    for name in sorted(curves, key=lambda n: (order.index(optimizers[n]), n)):
         optimizer = optimizers[name]
-        style = {"color": _colour(optimizer), "linestyle": linestyles[seen.get(optimizer, 0) % len(linestyles)]}
+        style = {"color": _colour(optimizer, order), "linestyle": linestyles[seen.get(optimizer, 0) % len(linestyles)]}
         seen[optimizer] = seen.get(optimizer, 0) + 1
         for ax, metric in ((acc_ax, "test/all"), (loss_ax, "train/loss")):
             if metric in curves[name]:

@@ -9,7 +9,7 @@
 
 import numpy as np
 
-SCHEDULES = ("epoch_cosine_at_start", "step_cosine")
+from imbsam.params import SCHEDULES
 
 
 def learning_rates(schedule, lr, epochs, steps_per_epoch):

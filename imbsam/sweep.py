@@ -16,10 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imbsam import datasets, published
+from imbsam import datasets, published, registry
 from imbsam.errors import InputError
-from imbsam.losses import LOSSES
-from imbsam.params import PAPER_PROTOCOL, defaults, flatten, validate
+from imbsam.params import defaults, flatten, paper_protocol, validate
 from imbsam.report import COMPARISON_LEGEND, GROUP_KEYS, aggregate, comparison_table, results_table, unused_groups
 
 SEEDS_FILE = "reports/seeds.json"
@@ -58,7 +57,7 @@ def _variant(params):
     """The protocol params that differ from the repository's defaults on this dataset, besides the setting's."""
     flat = flatten(params)
     own, unused = flatten(defaults(params["data"]["dataset"])), unused_groups(params)
-    return tuple(f"{key}={flat[key]}" for key in PAPER_PROTOCOL
+    return tuple(f"{key}={flat[key]}" for key in paper_protocol()
                  if key not in _NOT_VARIANT and key.split(".")[0] not in unused and flat[key] != own[key])
 
 
@@ -90,9 +89,13 @@ def collect(found):
     return {key: value for key, value in settings.items() if value["evals"]}
 
 
+def _loss_label(loss):
+    return registry.module("losses", loss).LABEL if loss in registry.names("losses") else loss
+
+
 def _title(setting):
     dataset, factor, loss, variant = setting
-    title = f"{datasets.get(dataset).LAYOUT.title}-LT, imbalance factor {factor}, {LOSSES[loss].label} loss"
+    title = f"{datasets.get(dataset).LAYOUT.title}-LT, imbalance factor {factor}, {_loss_label(loss)} loss"
     return f"{title} ({', '.join(variant)})" if variant else title
 
 
@@ -109,7 +112,8 @@ def render(settings):
     common = set.intersection(*(set(setting[3]) for setting in settings))
     if common:
         lines += [f"Every experiment here differs from the repository's defaults in: {', '.join(sorted(common))}.", ""]
-    for setting in sorted(settings, key=lambda s: (s[0], s[1], list(LOSSES).index(s[2]), s[3])):
+    # The paper's loss first, then the others by name.
+    for setting in sorted(settings, key=lambda s: (s[0], s[1], s[2] != "ce", s[2], s[3])):
         entry = settings[setting]
         title = _title((*setting[:3], tuple(v for v in setting[3] if v not in common)))
         aggregated = aggregate(entry["evals"], "sweep", False)

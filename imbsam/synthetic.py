@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imbsam import datasets
-from imbsam.data import md5sum
-from imbsam.datasets.cifar_python import SYNTHETIC_MARK
+from imbsam import datasets, registry
+from imbsam.data.checksum import md5sum
+from imbsam.datasets._cifar_python import SYNTHETIC_MARK
 
 NUM_COARSE = 20  # CIFAR-100's superclasses
 SIDE = 32
@@ -174,7 +174,7 @@ def main(argv=None):
         description="Write a synthetic archive in a dataset's layout and print its md5 (the value for data.md5).",
     )
     parser.add_argument("out", help="archive to write, e.g. data/synthetic-cifar-100-python.tar.gz")
-    parser.add_argument("--dataset", choices=tuple(datasets.DATASETS), default="cifar100")
+    parser.add_argument("--dataset", choices=registry.names("datasets"), default="cifar100")
     parser.add_argument("--train-per-class", type=int, help="default: the dataset's (500 CIFAR-100, 5000 CIFAR-10)")
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from imbsam import registry
+from imbsam.data.augment import TrainBatches
 from imbsam.errors import InputError
 from imbsam.evaluate import group_accuracy, logits, per_class_accuracy
-from imbsam.losses import LOSSES
-from imbsam.methods import METHODS
 from imbsam.models import create_model
 from imbsam.optim import make_optimizer, make_train_step
-from imbsam.pipeline import TrainBatches
 from imbsam.schedules import epochs_at_zero, learning_rates
 
 
@@ -40,7 +39,7 @@ class TrainConfig:
     """Everything that determines a run's result. `from_params` takes it from a validated params.yaml
     (imbsam.params), which states every value's checks and the paper's defaults."""
 
-    method: str
+    optimizer: str
     seed: int
     arch: str
     epochs: int
@@ -51,28 +50,29 @@ class TrainConfig:
     decay_bn: bool
     schedule: str
     max_steps_per_epoch: int
-    method_params: dict  # the method's params.yaml group (imbsam.methods)
+    optimizer_params: dict  # the optimizer's params.yaml group (imbsam/optimizers/<optimizer>.py)
     loss: str = "ce"
-    loss_params: dict = None  # the loss's params.yaml group (imbsam.losses)
+    loss_params: dict = None  # the loss's params.yaml group (imbsam/losses/<loss>.py)
 
     @classmethod
-    def from_params(cls, params, method, seed):
+    def from_params(cls, params, optimizer, seed):
         train = params.train
-        return cls(method=method, seed=seed, arch=params.model.arch, epochs=train.epochs,
+        return cls(optimizer=optimizer, seed=seed, arch=params.model.arch, epochs=train.epochs,
                    batch_size=train.batch_size, lr=train.lr, momentum=train.momentum,
                    weight_decay=train.weight_decay, decay_bn=train.decay_bn, schedule=train.schedule,
                    max_steps_per_epoch=train.max_steps_per_epoch,
-                   method_params=getattr(params, method).model_dump(), loss=train.loss,
+                   optimizer_params=getattr(params, optimizer).model_dump(), loss=train.loss,
                    loss_params=getattr(params, train.loss).model_dump())
 
     def step_options(self, class_counts, steps_per_epoch=None):
-        """The method's step options (imbsam.optim) for a split with these per-class counts."""
+        """The optimizer's make_step options for a split with these per-class counts."""
         schedule = (self.epochs, steps_per_epoch) if steps_per_epoch else None
-        return METHODS[self.method].params(**self.method_params).step_options(class_counts, schedule)
+        params = registry.module("optimizers", self.optimizer).Params(**self.optimizer_params)
+        return params.step_options(class_counts, schedule)
 
     def loss_options(self, class_counts):
-        """The loss Cell's options (imbsam.criteria) for a split with these per-class counts."""
-        return LOSSES[self.loss].params(**(self.loss_params or {})).loss_options(class_counts)
+        """The loss's make_loss options for a split with these per-class counts."""
+        return registry.module("losses", self.loss).Params(**(self.loss_params or {})).loss_options(class_counts)
 
     def digest(self, data_fingerprint):
         text = json.dumps({"config": asdict(self), "data": data_fingerprint}, sort_keys=True)
@@ -211,37 +211,39 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
                            config.max_steps_per_epoch)
     options = config.step_options(summary["class_counts"], batches.steps_per_epoch)
-    tail_classes, method = options.get("tail_classes", []), METHODS[config.method]
+    optimizer, loss = registry.module("optimizers", config.optimizer), registry.module("losses", config.loss)
+    tail_classes = options.get("tail_classes", [])
     if "tail_classes" in options and not tail_classes:
-        log(f"warning: no class has fewer than {config.method}.eta={config.method_params['eta']} training images: "
-            f"{method.label} then has no tail class and no tail term (ImbSAM equals SGD, SSE-SAM SAM at head_rho); "
-            f"raise {config.method}.eta")
-    if method.tuned_with_loss and config.loss != method.tuned_with_loss:
-        log(f"note: {method.label}'s defaults come from its authors' runs with train.loss={method.tuned_with_loss}; "
+        log(f"warning: no class has fewer than {config.optimizer}.eta={config.optimizer_params['eta']} training "
+            f"images: {optimizer.LABEL} then has no tail class and no tail term (ImbSAM equals SGD, SSE-SAM SAM at "
+            f"head_rho); raise {config.optimizer}.eta")
+    tuned_with = getattr(optimizer, "TUNED_WITH_LOSS", None)
+    if tuned_with and config.loss != tuned_with:
+        log(f"note: {optimizer.LABEL}'s defaults come from its authors' runs with train.loss={tuned_with}; "
             f"this run uses train.loss={config.loss}")
     checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
 
     ms.set_seed(config.seed)
     network = create_model(config.arch, summary["num_classes"], seed=config.seed, kernels=kernels,
-                           normalised_head=LOSSES[config.loss].normalised_head)
+                           normalised_head=loss.NORMALISED_HEAD)
     loss_options = config.loss_options(summary["class_counts"])
     loss_fn = create_loss(config.loss, summary["num_classes"], loss_options)
     device = {**(device or {}), "mode": mode, "kernels": network.kernels}
     schedule = learning_rates(config.schedule, config.lr, config.epochs, batches.steps_per_epoch)
-    optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
-    step = make_train_step(network, loss_fn, optimizer, config.method, mode=mode, **options)
+    base_optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
+    step = make_train_step(network, loss_fn, base_optimizer, config.optimizer, mode=mode, **options)
 
     state = checkpoints.load_state()
     if state:
-        _load_into([network, optimizer], checkpoints.folder / state["files"]["train"])
-        log(f"resuming {config.method} seed {config.seed} after epoch {state['epoch']} of {config.epochs} "
+        _load_into([network, base_optimizer], checkpoints.folder / state["files"]["train"])
+        log(f"resuming {config.optimizer} seed {config.seed} after epoch {state['epoch']} of {config.epochs} "
             f"from {checkpoints.folder}")
     else:
         state = {"epoch": 0, "history": [], "best_epoch": None, "best_acc": -1.0, "train_seconds": 0.0,
                  "wall_seconds": 0.0, "train_images": 0}
     live = _Live(live_dir, state["history"]) if live_dir else None
 
-    log(f"training {config.method} seed {config.seed}: {config.arch}, {LOSSES[config.loss].label} loss, "
+    log(f"training {config.optimizer} seed {config.seed}: {config.arch}, {loss.LABEL} loss, "
         f"{config.epochs} epochs x "
         f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
         f"device {device.get('target', '?')} ({mode}, {network.kernels} kernels)")
@@ -250,7 +252,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
         log(f"note: {config.loss}.drw_after={config.loss_params['drw_after']} is not below train.epochs="
             f"{config.epochs}: this run never re-weights (LDAM without DRW); lower {config.loss}.drw_after")
     started, resumed_after = time.time(), state["epoch"]
-    status = {"run": f"{config.method}-{config.seed}", "pid": os.getpid(), "device": device.get("slot")
+    status = {"run": f"{config.optimizer}-{config.seed}", "pid": os.getpid(), "device": device.get("slot")
               or device.get("target"), "epochs": config.epochs, "epoch": state["epoch"], "epoch_seconds": None,
               "started_at": started, "finished": False}
     status_path = status_file(resume_dir, status["run"])
@@ -287,7 +289,7 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
                          "train_images": state["train_images"] + seen}
                 if improved:
                     state.update(best_epoch=epoch, best_acc=test["all"])
-                state = checkpoints.save(epoch, network, optimizer, state, improved)
+                state = checkpoints.save(epoch, network, base_optimizer, state, improved)
                 if live:
                     live.log(record)
                 status.update(epoch=epoch, epoch_seconds=time.perf_counter() - epoch_started)
@@ -305,7 +307,8 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     ms.save_checkpoint(list(network.get_parameters()), str(out_dir / "model" / "last.ckpt"))
     shutil.copyfile(checkpoints.folder / state["files"]["best"], out_dir / "model" / "best.ckpt")
     metadata = {
-        "optimizer": config.method, "seed": config.seed, "arch": config.arch, "loss": config.loss,
+        "optimizer": config.optimizer, "label": optimizer.LABEL, "seed": config.seed, "arch": config.arch,
+        "loss": config.loss,
         "epochs": config.epochs, "epochs_completed": state["epoch"], "last_epoch": state["epoch"],
         "best_epoch": state["best_epoch"], "best_test_acc_plain": state["best_acc"],
         "last_test_acc_plain": state["history"][-1]["test/all"],

@@ -12,7 +12,7 @@ trained run from DVC's run-cache instead of training it again, and renders the u
 --dry-run     say what would be trained where, and stop
 
 Each training claims a free device through a lock that the kernel releases when its process ends
-(imbsam.device.claim), and checkpoints every epoch outside the experiment's temporary workspace
+(imbsam.device.claims.claim), and checkpoints every epoch outside the experiment's temporary workspace
 (IMBSAM_RESUME_DIR, default .resume here): the same command resumes a killed run. `dvc queue status`,
 `dvc queue logs NAME` and `dvc exp show` show the runs. Exit status 1 names the runs that failed.
 """
@@ -30,8 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from imbsam import device
 from imbsam import params as schema
+from imbsam.device import claims
+from imbsam.device.target import preflight
 from imbsam.errors import InputError
 from imbsam.train import RESUME_DIR_ENV, status_file
 
@@ -158,9 +159,9 @@ def main(argv=None):
     if not Path("dvc.yaml").is_file() or not Path(".dvc").is_dir():
         raise InputError("run it at the root of a clone of this project, with DVC initialised (dvc.yaml, .dvc/)")
     params = schema.load("params.yaml")
-    device.preflight(params.device.target)
-    target = device.claim_target(params.device.target)
-    pool = device.device_pool(target) if target != "CPU" else ()
+    preflight(params.device.target)
+    target = claims.claim_target(params.device.target)
+    pool = claims.device_pool(target) if target != "CPU" else ()
     jobs = args.jobs or max(1, len(pool))
     if pool and jobs > len(pool):
         print(f"--jobs {jobs}: the pool has {len(pool)} {target} devices, so {len(pool)} run at a time")
@@ -183,7 +184,7 @@ def main(argv=None):
     resume_dir = Path(os.environ.get(RESUME_DIR_ENV) or ".resume").resolve()
     env = {**os.environ, RESUME_DIR_ENV: str(resume_dir)}
     if target == "CPU":
-        env[device.CPU_SLOTS_ENV] = str(jobs)
+        env[claims.CPU_SLOTS_ENV] = str(jobs)
     for name in todo:  # a finished status file of an earlier launch would show as this one's progress
         status_file(resume_dir, name).unlink(missing_ok=True)
     runs = {name: queue(name) for name in todo}

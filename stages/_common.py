@@ -9,29 +9,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from imbsam import device
 from imbsam import params as schema
+from imbsam.device.target import preflight
 from imbsam.errors import InputError
 
 PARAMS_FILE = Path("params.yaml")
 
 
-def load_params():
-    """The whole of params.yaml, validated against imbsam.params, and the host checked for the device it
-    asks for (imbsam.device.preflight), before the stage does anything else."""
-    params = schema.load(PARAMS_FILE)
-    device.preflight(params.device.target)
+def load_params(groups=None):
+    """params.yaml validated against imbsam.params (the core sections and the optimizers' and losses' `groups`;
+    None: the whole file), and the host checked for the device it asks for (imbsam.device.target.preflight),
+    before the stage does anything else."""
+    params = schema.load(PARAMS_FILE, groups)
+    preflight(params.device.target)
     return params
 
 
-def matrix_run(description):
-    """(params, optimizer, seed) of a matrix stage run as `--optimizer O --seed S`, params.yaml checked
-    before the seed that came from it is read."""
+def matrix_run(description, groups_of=lambda optimizer, params: ()):
+    """(params, optimizer, seed) of a matrix stage run as `--optimizer O --seed S`, params.yaml checked before the
+    seed that came from it is read; groups_of(optimizer, core params) names the groups the stage reads."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--optimizer", required=True)
     parser.add_argument("--seed", required=True)
     args = parser.parse_args()
-    params = load_params()
+    params = load_params(groups_of(args.optimizer, schema.load(PARAMS_FILE, groups=())))
     try:
         seed = int(args.seed)
     except ValueError:

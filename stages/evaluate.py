@@ -11,9 +11,10 @@ from pathlib import Path
 from _common import main_guard, matrix_run
 from tabulate import tabulate
 
-from imbsam import device
+from imbsam import registry
+from imbsam.device.claims import claim_for
+from imbsam.device.target import setup
 from imbsam.errors import InputError
-from imbsam.losses import LOSSES
 
 SPLIT_DIR = Path("data/split")
 RUNS_DIR = Path("runs")
@@ -56,16 +57,16 @@ def main():
     name = f"{optimizer}-{seed}"
     run = read_run(name, arch)
 
-    info = device.setup(params.device.target, claim_device=True)
+    info = setup(params.device.target, slot=claim_for(params.device.target))
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
-    from imbsam.data import load_split
+    from imbsam.data.loading import load_split
     from imbsam.evaluate import evaluate_checkpoint
     from imbsam.models import create_model
 
     split = load_split(SPLIT_DIR)
     summary = split["summary"]
     # The loss the run trained with decides its last layer (LDAM's is normalised).
-    normalised = LOSSES[run.get("loss", "ce")].normalised_head
+    normalised = registry.module("losses", run.get("loss", "ce")).NORMALISED_HEAD
     network = create_model(arch, num_classes=summary["num_classes"], kernels=kernels, normalised_head=normalised)
     info["kernels"] = network.kernels
 

@@ -6,14 +6,14 @@ from pathlib import Path
 from _common import load_params, main_guard
 
 from imbsam import datasets
-from imbsam.data import build_split
+from imbsam.data.split import build_split
 from imbsam.errors import InputError
 
 OUT = Path("data/split")
 
 
 def main():
-    params = load_params()
+    params = load_params(groups=())
     split, dataset = params.split, params.data.dataset
     archive = datasets.archive_path(dataset)
     if not archive.is_file():

@@ -6,16 +6,18 @@ An interrupted run resumes from its last finished epoch when the command is run 
 
 from _common import main_guard, matrix_run
 
-from imbsam.device import resolve_mode, setup
+from imbsam.device.claims import claim_for
+from imbsam.device.target import resolve_mode, setup
 from imbsam.params import QUICK_RUN, exp_run_command
 
 
 def main():
-    params, optimizer, seed = matrix_run(__doc__)
+    # The groups this run computes with: its optimizer's and its loss's, nothing of the others.
+    params, optimizer, seed = matrix_run(__doc__, lambda optimizer, core: (optimizer, core.train.loss))
 
-    device = setup(params.device.target, params.train.mode, claim_device=True)
+    device = setup(params.device.target, params.train.mode, slot=claim_for(params.device.target))
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
-    from imbsam.data import load_split
+    from imbsam.data.loading import load_split
     from imbsam.train import TrainConfig, resume_root, train
 
     name = f"{optimizer}-{seed}"

@@ -32,7 +32,7 @@ def synthetic_archive(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_split(tmp_path_factory, synthetic_archive):
     """Factory: synthetic_split(train_per_class, test_per_class, imb_factor=1.0) -> folder of a written split."""
-    from imbsam.data import build_split
+    from imbsam.data.split import build_split
 
     made = {}
 

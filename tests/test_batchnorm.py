@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from imbsam.device import setup
+from imbsam.device.target import setup
 from imbsam.errors import InputError
 from imbsam.kernels import batchnorm, onednn
 from imbsam.models import BatchNorm2d, create_model, resolve_kernels

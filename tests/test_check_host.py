@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from imbsam.methods import METHODS
 from workspace import REPO, git, project_copy, run, show
 
 from imbsam.check_host import host, markdown, verdict
-from imbsam.methods import METHODS
 
 # Runs the command as `python -m imbsam.check_host` would, then fails if anything imported DVC.
 NO_DVC = ("import sys; from imbsam.check_host import main; code = main(sys.argv[1:]); "

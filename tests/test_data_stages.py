@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from imbsam.data import class_groups, longtail_counts, md5sum
+from imbsam.data.checksum import md5sum
+from imbsam.data.split import class_groups, longtail_counts
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1"}

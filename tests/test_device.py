@@ -96,7 +96,7 @@ def test_another_library_gets_the_users_environment_back(monkeypatch, users):
 def test_choosing_the_device_on_a_cpu_host_prints_no_plugin_noise():
     """MindSpore logs every accelerator plugin it cannot load when asked whether a device is available; on
     a host without the device node nothing asks."""
-    code = "from imbsam.device import setup; print(setup('auto')['target'])"
+    code = "from imbsam.device.target import setup; print(setup('auto')['target'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "CPU"
     assert "Load dynamic library" not in result.stderr and "not available" not in result.stderr, result.stderr

@@ -39,7 +39,7 @@ def _imported(path):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
-            # `from imbsam import data` imports a module; `from imbsam.data import fetch` a name
+            # `from imbsam import data` imports a module; `from imbsam.data.download import fetch` a name
             names.update(f"{node.module}.{alias.name}" for alias in node.names
                          if (file := _module_file(f"{node.module}.{alias.name}")) and file.is_file())
     return {package for name in names for package in _with_packages(name)}

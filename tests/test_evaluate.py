@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mindspore import nn, ops
 
+from imbsam.data.augment import normalize
 from imbsam.evaluate import (
     evaluate_checkpoint,
     evaluate_network,
@@ -21,7 +22,6 @@ from imbsam.evaluate import (
     predict,
     summarize,
 )
-from imbsam.pipeline import normalize
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -190,7 +190,7 @@ def test_evaluate_stage_names_the_missing_training_run(tmp_path):
 
 def test_evaluate_stage_writes_all_four_variants(tmp_path):
     """Two real resnet32 checkpoints (different weights, so both are evaluated) on a 100-image test split."""
-    from imbsam.data import write_split
+    from imbsam.data.split import write_split
     from imbsam.models import create_model
 
     _stage_workspace(tmp_path)

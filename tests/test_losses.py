@@ -3,13 +3,13 @@ deferred re-weighting; and every loss under every optimizer's step."""
 
 import numpy as np
 import pytest
+from imbsam.methods import METHODS
 from mindspore import Tensor
 
 from imbsam import reference
 from imbsam.check_host.correctness import PAPER, TinyNet
 from imbsam.criteria import create_loss
 from imbsam.losses import LOSSES
-from imbsam.methods import METHODS
 from imbsam.models import NormalisedLinear, create_model
 from imbsam.optim import make_optimizer, make_train_step
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from imbsam.device import setup
+from imbsam.device.target import setup
 from imbsam.errors import InputError
 from imbsam.kernels import onednn
 from imbsam.models import create_model, resolve_kernels

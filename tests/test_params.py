@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from imbsam.methods import METHODS
 
 from imbsam import params as schema
 from imbsam.errors import InputError
 from imbsam.losses import LOSSES
-from imbsam.methods import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from imbsam.errors import InputError
 from imbsam.methods import tail_classes_for
+
+from imbsam.data.augment import MEAN, STD, TrainBatches, augment, normalize
+from imbsam.errors import InputError
 from imbsam.params import Params, override
-from imbsam.pipeline import MEAN, STD, TrainBatches, augment, normalize
 from imbsam.train import TrainConfig, typical_step_seconds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_bad_method_arch_and_rho_in_the_library():
 
 def test_short_run_learns_far_above_chance(synthetic_split, tmp_path):
     """resnet32 on the synthetic archive, 100 classes: chance is 1%; a broken gradient stays near it."""
-    from imbsam.data import load_split
+    from imbsam.data.loading import load_split
     from imbsam.train import train
 
     split = load_split(synthetic_split(50, 10))
@@ -108,7 +108,7 @@ def test_short_run_learns_far_above_chance(synthetic_split, tmp_path):
 
 RUNNER = """
 import json, sys
-from imbsam.data import load_split
+from imbsam.data.loading import load_split
 from imbsam.params import Params, override
 from imbsam.train import TrainConfig, train
 run = json.loads(sys.argv[1])
@@ -201,7 +201,7 @@ def test_an_abandoned_epoch_leaves_no_producer_thread():
 
 @pytest.mark.parametrize("schedule", ["epoch_cosine_at_start", "step_cosine"])
 def test_each_epoch_trains_at_its_schedules_rate_and_says_which_are_at_zero(synthetic_split, tmp_path, schedule):
-    from imbsam.data import load_split
+    from imbsam.data.loading import load_split
     from imbsam.schedules import learning_rates
     from imbsam.train import train
 
@@ -226,7 +226,7 @@ def test_a_one_epoch_run_of_the_authors_schedule_leaves_the_weights_where_they_s
     any rate, in the authors' code too."""
     import mindspore as ms
 
-    from imbsam.data import load_split
+    from imbsam.data.loading import load_split
     from imbsam.models import create_model
     from imbsam.train import train
 
@@ -248,7 +248,7 @@ def test_a_one_epoch_run_of_the_authors_schedule_leaves_the_weights_where_they_s
 
 @pytest.mark.parametrize(("loss", "noted"), [("ce", True), ("logit_adjusted", False)])
 def test_a_method_off_the_loss_its_defaults_were_tuned_with_says_so(synthetic_split, tmp_path, loss, noted):
-    from imbsam.data import load_split
+    from imbsam.data.loading import load_split
     from imbsam.train import train
 
     config = config_for("focal_sam", 0, **{"model.arch": "resnet32", "train.epochs": 1, "train.batch_size": 16,

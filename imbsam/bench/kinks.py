@@ -16,11 +16,11 @@ import argparse
 
 import numpy as np
 
+from imbsam import registry
 from imbsam.architectures import ARCHITECTURES, blocks
 from imbsam.bench import positive_int, require_torch
 from imbsam.bench.oracle import _batches, torch_twin
 from imbsam.bench.step import longtail_dataset
-from imbsam.methods import METHODS
 from imbsam.params import defaults
 
 ARCH, NUM_CLASSES, MAX_CANDIDATES = "resnet32", 100, 40
@@ -28,7 +28,8 @@ ARCH, NUM_CLASSES, MAX_CANDIDATES = "resnet32", 100, 40
 
 def tail_batch(seed, batch_size):
     """The seed's first oracle batch with tail samples: images, labels, ImbSAM's tail weights."""
-    options = METHODS["imbsam"].params(**defaults()["imbsam"]).step_options(longtail_dataset()[1], (1, 1))
+    imbsam = registry.module("optimizers", "imbsam").Params(**defaults()["imbsam"])
+    options = imbsam.step_options(longtail_dataset()[1], (1, 1))
     for images, labels in _batches(8, batch_size, seed):
         is_tail = np.isin(labels, np.asarray(sorted(options["tail_classes"])))
         if is_tail.any():

@@ -18,12 +18,13 @@ batches; the summary is the median over seeds, with the largest beside it.
 """
 
 import argparse
+import inspect
 
 import numpy as np
 
+from imbsam import registry, verify
 from imbsam.bench import positive_int, require_torch, subset
 from imbsam.bench.step import _torch_resnet, longtail_dataset
-from imbsam.methods import METHODS
 from imbsam.params import defaults
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-3
@@ -38,71 +39,55 @@ def _batches(steps, batch_size, seed):
              rng.choice(len(counts), batch_size, p=counts / counts.sum()).astype(np.int32)) for _ in range(steps)]
 
 
-def _torch_steps(torch):
-    """The methods' gradients in PyTorch, from their authors' code; each returns the gradients the base optimizer
-    steps on, leaving the weights at w (the running statistics moved as that code moves them)."""
-    functional = torch.nn.functional
+class TorchPieces:
+    """What the optimizers' PyTorch twins (imbsam/verify/optimizers/<name>.py, torch_gradients) are made of, from
+    their authors' code: each twin returns the gradients the base optimizer steps on, leaving the weights at w (the
+    running statistics moved as that code moves them)."""
 
-    def grads_of(net, params, x, y, weights, keep=False):
-        losses = functional.cross_entropy(net(x), y, reduction="none")
-        return losses, torch.autograd.grad((losses * weights).sum(), params, retain_graph=keep)
+    def __init__(self, torch):
+        self.torch = torch
 
-    def perturb(params, grads, rho, floor, adaptive=False):
+    def full(self, y, value, like):
+        return self.torch.full(y.shape, value, dtype=like.dtype)
+
+    def members(self, y, classes, like):
+        """1 for the samples of `classes`, 0 for the others, in like's dtype."""
+        return self.torch.isin(y, self.torch.tensor(list(classes), dtype=y.dtype)).to(like.dtype)
+
+    def grads_of(self, net, params, x, y, weights, keep=False):
+        losses = self.torch.nn.functional.cross_entropy(net(x), y, reduction="none")
+        return losses, self.torch.autograd.grad((losses * weights).sum(), params, retain_graph=keep)
+
+    def perturb(self, params, grads, rho, floor, adaptive=False):
         norm_of = [p.abs() * g for p, g in zip(params, grads)] if adaptive else grads
-        scale = rho / (torch.sqrt(sum((g * g).sum() for g in norm_of)) + floor)
+        scale = rho / (self.torch.sqrt(sum((g * g).sum() for g in norm_of)) + floor)
         eps = [scale * (p * p if adaptive else 1.0) * g for p, g in zip(params, grads)]
-        with torch.no_grad():
+        with self.torch.no_grad():
             for p, e in zip(params, eps):
                 p.add_(e)
         return eps
 
-    def restore(params, eps):
-        with torch.no_grad():
+    def restore(self, params, eps):
+        with self.torch.no_grad():
             for p, e in zip(params, eps):
                 p.sub_(e)
 
-    def at_eps(net, params, x, y, weights, grads, rho, floor=1e-16, adaptive=False):
-        eps = perturb(params, grads, rho, floor, adaptive)
-        _, perturbed = grads_of(net, params, x, y, weights)
-        restore(params, eps)
+    def at_eps(self, net, params, x, y, weights, grads, rho, floor=1e-16, adaptive=False):
+        eps = self.perturb(params, grads, rho, floor, adaptive)
+        _, perturbed = self.grads_of(net, params, x, y, weights)
+        self.restore(params, eps)
         return perturbed
 
-    def two_at_w(net, params, x, y, first, second):
-        losses = functional.cross_entropy(net(x), y, reduction="none")
-        return (torch.autograd.grad((losses * first).sum(), params, retain_graph=True),
-                torch.autograd.grad((losses * second).sum(), params))
+    def two_at_w(self, net, params, x, y, first, second):
+        losses = self.torch.nn.functional.cross_entropy(net(x), y, reduction="none")
+        return (self.torch.autograd.grad((losses * first).sum(), params, retain_graph=True),
+                self.torch.autograd.grad((losses * second).sum(), params))
 
-    def sgd(net, params, x, y):
-        return grads_of(net, params, x, y, torch.full(y.shape, 1.0 / len(y), dtype=x.dtype))[1]
 
-    def sam(net, params, x, y, rho, bn_update_in_perturbed_pass=True):
-        mean = torch.full(y.shape, 1.0 / len(y), dtype=x.dtype)
-        return at_eps(net, params, x, y, mean, grads_of(net, params, x, y, mean)[1], rho)
-
-    def imbsam(net, params, x, y, rho, tail_classes, tail_loss_scale, bn_update_in_perturbed_pass=True):
-        is_tail = torch.isin(y, torch.tensor(list(tail_classes), dtype=y.dtype)).to(x.dtype)
-        head, tail = (1 - is_tail) / len(y), tail_loss_scale * is_tail / len(y)
-        head_grads, tail_grads = two_at_w(net, params, x, y, head, tail)
-        return [a + b for a, b in zip(head_grads, at_eps(net, params, x, y, tail, tail_grads, rho))]
-
-    def focal_sam(net, params, x, y, rho, class_weights, adaptive):
-        c = torch.tensor(class_weights, dtype=x.dtype)[y]
-        clean, focal = two_at_w(net, params, x, y, (1 - c) / len(y), c / len(y))
-        perturbed = at_eps(net, params, x, y, c / len(y), focal, rho, 1e-12, adaptive)
-        return [a + b for a, b in zip(clean, perturbed)]
-
-    def sse_sam(net, params, x, y, head_rho, tail_rho, tail_classes, head_off_from_step, step=0):
-        is_tail = torch.isin(y, torch.tensor(list(tail_classes), dtype=y.dtype)).to(x.dtype)
-        if head_off_from_step is not None and step >= head_off_from_step:
-            head_rho = 0.0
-        total = None
-        for members, rho in ((1 - is_tail, head_rho), (is_tail, tail_rho)):
-            grads = grads_of(net, params, x, y, members / len(y))[1]
-            perturbed = at_eps(net, params, x, y, members / len(y), grads, rho)
-            total = perturbed if total is None else [a + b for a, b in zip(total, perturbed)]
-        return total
-
-    return {"sgd": sgd, "sam": sam, "imbsam": imbsam, "focal_sam": focal_sam, "sse_sam": sse_sam}
+def twin_of(optimizer):
+    """`optimizer`'s PyTorch twin (torch_gradients of imbsam/verify/optimizers/<optimizer>.py), or None."""
+    checks = verify.checks(optimizer)
+    return getattr(checks, "torch_gradients", None)
 
 
 def torch_twin(torch, initial, dtype, stats=(), relu=None):
@@ -121,20 +106,19 @@ def torch_twin(torch, initial, dtype, stats=(), relu=None):
     return net, params, norms
 
 
-def torch_run(torch, method, options, initial, stats, batches, dtype):
-    """Weights and running statistics (float64 NumPy) after the steps of `method` in PyTorch at `dtype`."""
+def torch_run(torch, optimizer, options, initial, stats, batches, dtype):
+    """Weights and running statistics (float64 NumPy) after the steps of `optimizer` in PyTorch at `dtype`."""
     net, params, norms = torch_twin(torch, initial, dtype, stats)
-    optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    step_fn = _torch_steps(torch)[method]
-    extra = {"step": None} if method == "sse_sam" else {}
+    base_optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    twin, pieces = twin_of(optimizer), TorchPieces(torch)
+    # An optimizer whose update depends on how far the run is (SSE-SAM's head cut) takes the step's index.
+    by_step = "step" in inspect.signature(twin).parameters
     for index, (x, y) in enumerate(batches):
-        if extra:
-            extra["step"] = index
-        grads = step_fn(net, params, torch.from_numpy(x).to(dtype), torch.from_numpy(y.astype(np.int64)),
-                        **options, **extra)
+        grads = twin(pieces, net, params, torch.from_numpy(x).to(dtype), torch.from_numpy(y.astype(np.int64)),
+                     **options, **({"step": index} if by_step else {}))
         for p, g in zip(params, grads):
             p.grad = g.detach().clone()
-        optimizer.step()
+        base_optimizer.step()
     return ([p.detach().double().numpy() for p in params],
             [np.concatenate([m.running_mean.double().numpy(), m.running_var.double().numpy()]) for m in norms])
 
@@ -192,7 +176,7 @@ def compare(methods, steps, batch_size, kernels, seed, rho=None, adaptive=False)
     sgd_weights = None
     for method in ("sgd", *[m for m in methods if m != "sgd"]):
         group = method_params(method, rho, adaptive)
-        options = METHODS[method].params(**group).step_options(counts, (steps, 1))
+        options = registry.module("optimizers", method).Params(**group).step_options(counts, (steps, 1))
         options.pop("bn_update_in_perturbed_pass", None)  # the authors' code always moves them
         initial, stats, weights, ms_stats, resolved = mindspore_run(method, options, batches, kernels, seed)
         runs = {dtype: torch_run(torch, method, options, initial, stats, batches, dtype)
@@ -224,7 +208,9 @@ def main(argv=None):
     from imbsam.check_host.host import cpu
 
     parser = argparse.ArgumentParser(prog="python -m imbsam.bench.oracle", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", type=subset(METHODS), default=tuple(METHODS))
+    twinned = tuple(name for name in registry.names("optimizers") if twin_of(name))
+    parser.add_argument("--methods", type=subset(twinned), default=twinned,
+                        help=f"comma-separated optimizers with a PyTorch twin (default {','.join(twinned)})")
     parser.add_argument("--steps", type=positive_int, default=4)
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seeds", type=positive_int, default=5, help="initial weights and batches drawn per seed")

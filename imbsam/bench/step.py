@@ -29,15 +29,14 @@ import time
 import numpy as np
 from tabulate import tabulate
 
-from imbsam.architectures import ARCHITECTURES, ARCHS, blocks
+from imbsam import registry, verify
+from imbsam.architectures import ARCHITECTURES, blocks
 from imbsam.bench import positive_int, require_torch, subset
-from imbsam.data import longtail_counts
+from imbsam.data.split import longtail_counts
 from imbsam.datasets import cifar100
-from imbsam.device import STEP_MODES, TARGETS, resolve_mode
-from imbsam.kernels import KERNELS
+from imbsam.device.target import resolve_mode
 from imbsam.kernels.environment import ONEDNN_ISA_ENV, USER_ENVIRONMENT, restore_user_environment
-from imbsam.methods import METHODS
-from imbsam.params import defaults
+from imbsam.params import ARCHS, KERNELS, STEP_MODES, TARGETS, defaults
 
 # CIFAR-100-LT at imbalance factor 100 and the paper's hyper-parameters: params.yaml's defaults.
 PAPER = defaults()
@@ -60,7 +59,8 @@ def longtail_dataset():
 
 def tail_classes():
     """ImbSAM's tail at the paper's eta: the classes a batch must hold one of for ImbSAM's dearer path."""
-    return METHODS["imbsam"].params(**PAPER["imbsam"]).step_options(longtail_dataset()[1])["tail_classes"]
+    imbsam = registry.module("optimizers", "imbsam")
+    return imbsam.Params(**PAPER["imbsam"]).step_options(longtail_dataset()[1])["tail_classes"]
 
 
 def label_batches(batch_size, count, seed=SEED):
@@ -100,7 +100,7 @@ class _MindSporeRun:
     """Shared set-up: device, network and batches; `describe` reports what the main process prints."""
 
     def __init__(self, options):
-        from imbsam.device import setup
+        from imbsam.device.target import setup
 
         self.device = setup(options["device"], options["mode"])
         import mindspore as ms
@@ -135,11 +135,11 @@ class _MindSporeStep(_MindSporeRun):
 
         train = PAPER["train"]
         self.optimizer = make_optimizer(self.network, train["lr"], train["momentum"], train["weight_decay"])
-        method = METHODS[options["method"]]
-        step_options = method.params(**PAPER[method.name]).step_options(longtail_dataset()[1])
+        name = options["method"]
+        step_options = registry.module("optimizers", name).Params(**PAPER[name]).step_options(longtail_dataset()[1])
         # The paper's loss as training builds it.
         loss_fn = create_loss(train["loss"], NUM_CLASSES, {})
-        self.train_step = make_train_step(self.network, loss_fn, self.optimizer, method.name, mode=self.device["mode"],
+        self.train_step = make_train_step(self.network, loss_fn, self.optimizer, name, mode=self.device["mode"],
                                           **step_options)
 
     def step(self, i):
@@ -219,7 +219,7 @@ class _InputPipeline:
     must neither work while other rows are timed nor start a loop with batches already made."""
 
     def __init__(self, options):
-        from imbsam.pipeline import TrainBatches
+        from imbsam.data.augment import TrainBatches
 
         labels = longtail_dataset()[0]
         images = np.random.default_rng(SEED).integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
@@ -426,26 +426,18 @@ def variant_labels(modes, kernels):
     return labels
 
 
-# Per method: (forward ms, backward ms, share of batches without a tail sample) -> the least a step can take, and
-# how the legend says it. Here, not in the methods table, which every stage depends on. A method without one is
-# timed, not set against a floor.
-FLOORS = {
-    "sgd": (lambda f, b, tail_free: f + b, "f+b"),
-    "sam": (lambda f, b, tail_free: 2 * (f + b), "2(f+b)"),
-    # A batch with a tail sample: one forward at w for the head and tail gradients, one at w + eps.
-    "imbsam": (lambda f, b, tail_free: tail_free * (f + b) + (1 - tail_free) * (2 * f + 3 * b),
-               "f+b on a tail-free batch and 2f+3b otherwise"),
-    # One forward at w for the clean and the focal gradients, one at w + eps.
-    "focal_sam": (lambda f, b, tail_free: 2 * f + 3 * b, "2f+3b"),
-    # The authors' code: a forward and a backward at w and at w + eps, for the head and then for the tail.
-    "sse_sam": (lambda f, b, tail_free: 4 * (f + b), "4(f+b)"),
-}
+def floor_of(optimizer):
+    """`optimizer`'s checks module where it states a floor (imbsam/verify/optimizers/<optimizer>.py), else None: an
+    optimizer without one is timed, not set against a floor."""
+    checks = verify.checks(optimizer)
+    return checks if hasattr(checks, "floor") else None
 
 
 def _floor_legend(rows):
-    """The floor of each benchmarked method that has one."""
-    benched = [name for name in FLOORS if any(row == name or row.startswith(f"{name} [") for row in rows)]
-    return ", ".join(f"{name} {FLOORS[name][1]}" for name in benched)
+    """The floor of each benchmarked optimizer that has one."""
+    benched = [name for name in registry.names("optimizers")
+               if floor_of(name) and any(row == name or row.startswith(f"{name} [") for row in rows)]
+    return ", ".join(f"{name} {floor_of(name).FLOOR}" for name in benched)
 
 
 def row_name(name, label):
@@ -453,7 +445,7 @@ def row_name(name, label):
     return f"{name} [{label}]" if label else name
 
 
-def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=tuple(METHODS),
+def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=None,
         compare_torch=False, modes=MODES, kernels=("auto",), floors=True, pipeline=True, evaluation=False,
         one_at_a_time=False):
     """Measure every row, for each execution mode in `modes` and kernel set in `kernels`; return the
@@ -462,7 +454,8 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     floors: also time the network's passes, which the methods' floors are made of; pipeline: the input
     pipeline; evaluation: the per-epoch test pass. one_at_a_time: each row's worker runs all its steps and
     exits before the next starts (no interleaved rounds), so only one holds memory at a time: for a device
-    that several processes would have to share."""
+    that several processes would have to share. methods: the optimizers to time (default: every one)."""
+    methods = registry.names("optimizers") if methods is None else methods
     tail = tail_classes()
     labels = label_batches(batch_size, warmup + steps)
     labels = cover_both_imbsam_paths(labels[:warmup], tail) + labels[warmup:]
@@ -532,10 +525,10 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
             continue
         forward, forward_backward = (rows[row_name(p, label)]["ms_per_step"] for p in PASSES)
         backward = backward_ms[label] = forward_backward - forward
-        for method, (floor, _) in FLOORS.items():
+        for method in filter(floor_of, registry.names("optimizers")):
             row = rows.get(row_name(method, label))
             if row is not None:
-                row["floor_ms"] = floor(forward, backward, tail_free)
+                row["floor_ms"] = floor_of(method).floor(forward, backward, tail_free)
                 row["x_floor"] = row["ms_per_step"] / row["floor_ms"]
     figures = {
         "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"],
@@ -624,8 +617,9 @@ def main(argv=None):
                         help="untimed steps first; the first gives the first-step time (default 2)")
     parser.add_argument("--rounds", type=positive_int, default=5,
                         help="interleaved rounds the timed steps are split into (default 5)")
-    parser.add_argument("--methods", type=subset(METHODS), default=tuple(METHODS),
-                        help=f"comma-separated (default {','.join(METHODS)})")
+    optimizers = registry.names("optimizers")
+    parser.add_argument("--methods", type=subset(optimizers), default=optimizers,
+                        help=f"comma-separated optimizers (default {','.join(optimizers)})")
     parser.add_argument("--compare-torch", action="store_true",
                         help="also time the same network's SGD step in PyTorch on the CPU")
     parser.add_argument("--modes", type=subset(MODES), default=MODES,

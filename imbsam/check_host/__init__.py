@@ -22,8 +22,8 @@ import sys
 import time
 import traceback
 
+from imbsam import registry
 from imbsam.errors import InputError
-from imbsam.methods import METHODS
 
 SECTIONS = ("host", "correctness", "speed")
 DEFAULT_OUT = "host-check"
@@ -41,7 +41,7 @@ def _sections(text):
 
 
 def _archs(text):
-    from imbsam.architectures import ARCHS
+    from imbsam.params import ARCHS
 
     chosen = tuple(part.strip() for part in text.split(",") if part.strip())
     if not chosen or any(arch not in ARCHS for arch in chosen):
@@ -56,7 +56,7 @@ def _positive(text):
 
 
 def parse_args(argv):
-    from imbsam.device import TARGETS
+    from imbsam.params import TARGETS
 
     from .speed import ARCHS
 
@@ -75,7 +75,7 @@ def parse_args(argv):
 def run(args, say=print):
     """Every section asked for, in order; returns the bundle as a dict. A section that cannot run (no such
     device, a plugin that does not load) is recorded as failed and the later ones are skipped."""
-    from imbsam.device import setup
+    from imbsam.device.target import setup
 
     from . import host
 
@@ -121,7 +121,8 @@ def _speed(target, args, say):
     steps = args.steps or DEFAULT_STEPS[target]
     figures = {}
     for arch in args.archs:
-        say(f"  {arch}: {', '.join(METHODS)} and the test pass, {steps} timed steps each, one process at a time")
+        say(f"  {arch}: {', '.join(registry.names('optimizers'))} and the test pass, {steps} timed steps each, "
+            "one process at a time")
         figures[arch] = speed.measure(arch, target, steps)
         for name, row in figures[arch]["rows"].items():
             say(f"    {name:<10} {row['img_per_s']:8.1f} img/s  peak {_memory(row)}")
@@ -180,7 +181,7 @@ def verdict(bundle):
         return False, f"FAIL: on {target} the update differs from the reference: {'; '.join(problems)}"
     parts = []
     if "correctness" in bundle:
-        checked = [name for name in METHODS if any(r["method"] == name and r["passed"]
+        checked = [name for name in registry.names("optimizers") if any(r["method"] == name and r["passed"]
                                                    for r in bundle["correctness"]["results"])]
         parts.append(f"{', '.join(checked)} give the authors' update in graph and PyNative mode on {target}")
         if unchecked:

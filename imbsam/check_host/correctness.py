@@ -10,13 +10,11 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from imbsam import reference
+from imbsam import reference, registry
 from imbsam.criteria import create_loss
-from imbsam.device import STEP_MODES
-from imbsam.methods import METHODS
 from imbsam.models import BatchNorm2d, Conv2d, GlobalAvgPool, resolve_kernels, use_onednn_kernels
 from imbsam.optim import make_optimizer, make_train_step
-from imbsam.params import defaults
+from imbsam.params import STEP_MODES, defaults
 
 # Each method's params group as the paper's protocol resolves it (auto: CIFAR-100's values), which `cases` varies.
 PAPER = defaults()
@@ -92,19 +90,20 @@ def worst_error(actual, expected, rtol, atol, keys=reference.PARAM_KEYS + refere
 SCHEDULE = (2, 1)
 
 
-def cases(methods=tuple(METHODS)):
+def cases(methods=None):
     """(method, variant, step options) for every method: with each rho of RHOS for every radius it has (rho,
     head_rho, ...), with and without `adaptive` for one that has that; options come from the method's params
-    group over imbsam.reference's class counts."""
-    for name in methods:
-        fields = METHODS[name].params.model_fields
+    group over imbsam.reference's class counts. methods: default every optimizer."""
+    for name in registry.names("optimizers") if methods is None else methods:
+        model = registry.module("optimizers", name).Params
+        fields = model.model_fields
         radii = [field for field in fields if field == "rho" or field.endswith("_rho")]
         for rho in RHOS if radii else (None,):
             for adaptive in (False, True) if "adaptive" in fields else (None,):
                 chosen = {**({field: rho for field in radii} if radii else {}),
                           **({"adaptive": adaptive} if adaptive is not None else {})}
                 variant = " ".join([f"rho={rho}"] * bool(radii) + ["adaptive"] * bool(adaptive))
-                params = METHODS[name].params(**{**PAPER[name], **chosen})
+                params = model(**{**PAPER[name], **chosen})
                 yield name, variant, params.step_options(list(reference.CLASS_COUNTS), SCHEDULE)
 
 
@@ -117,7 +116,7 @@ def full_precision(target):
         ms.device_context.ascend.op_precision.conv_allow_hf32(False)
 
 
-def check(target, methods=tuple(METHODS), modes=STEP_MODES, progress=print):
+def check(target, methods=None, modes=STEP_MODES, progress=print):
     """One result per method, variant (rho, adaptive) and mode: passed (None where the method has no reference),
     the worst error, where, and the tolerance."""
     rtol, atol = TOLERANCES[target]
@@ -126,11 +125,11 @@ def check(target, methods=tuple(METHODS), modes=STEP_MODES, progress=print):
     results = []
     for name, variant, options in cases(methods):
         expected = reference.run(name, batches, options, LRS, MOMENTUM, WEIGHT_DECAY) \
-            if name in reference.REFERENCES else None
+            if reference.gradient_of(name) else None
         for mode in modes:
             result = {"method": name, "variant": variant, "mode": mode, "rtol": rtol, "atol": atol}
             if expected is None:
-                result.update(passed=None, worst=None, where="no independent reference in imbsam.reference")
+                result.update(passed=None, worst=None, where="no independent reference in imbsam/verify/optimizers/")
             else:
                 worst, where = worst_error(device_run(name, batches, options, mode=mode), expected, rtol, atol)
                 result.update(passed=worst <= rtol, worst=worst, where=where)

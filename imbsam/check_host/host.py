@@ -15,7 +15,7 @@ import socket
 import subprocess
 from importlib import metadata
 
-from imbsam.device import IMAGE_TARGET_ENV, gpu_support, query_gpus
+from imbsam.device.target import IMAGE_TARGET_ENV, gpu_support, query_gpus
 
 # The CUDA 11 libraries the gpu image installs from PyPI (requirements-gpu.lock).
 CUDA_PACKAGES = ("nvidia-cuda-runtime-cu11", "nvidia-cudnn-cu11", "nvidia-cublas-cu11", "nvidia-cufft-cu11",

@@ -5,14 +5,13 @@ per-epoch test pass, measured by imbsam.bench; and what that makes of the paper'
 import math
 
 from imbsam.bench import step as bench
-from imbsam.methods import METHODS
 from imbsam.params import QUICK_RUN, Params, exp_run_command, override
 
 ARCHS = ("resnet34", "resnet32")
 TEST_IMAGES = 10_000  # CIFAR-100's test set, evaluated after every epoch
 
 
-def measure(arch, target, steps, methods=tuple(METHODS)):
+def measure(arch, target, steps, methods=None):
     """bench figures for one network: each method's graph-mode step and the evaluation pass, each row in its
     own process and one at a time, so a row's peak memory is its own and no two share the device."""
     return bench.run(arch, Params().train.batch_size, target, steps=steps, warmup=2, rounds=1,

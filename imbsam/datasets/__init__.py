@@ -1,28 +1,23 @@
-"""The datasets, one module per archive format: its URL, checksum, layout and reader.
+"""The datasets: what `data.dataset` names, one module each, found by name (imbsam.registry).
 
 A dataset module defines NAME, URL, MD5, ARCHIVE (the file name), LAYOUT, NUM_CLASSES, TRAIN_PER_CLASS
 (the balanced count the long-tail rule starts from), DEFAULTS (the values of the params.yaml keys set to
-`auto`, by dotted key) and read(folder). The long-tail split
-(imbsam.data) works on what read() returns, whatever the archive.
+`auto`, by dotted key) and read(folder). The long-tail split (imbsam.data.split) works on what read() returns,
+whatever the archive. A module whose name starts with "_" is a format the datasets share, not a dataset.
 """
 
 from pathlib import Path
 
-from imbsam.datasets import cifar10, cifar100
-from imbsam.errors import InputError
-
-DATASETS = {module.NAME: module for module in (cifar100, cifar10)}
-
-
-def get(name):
-    if name not in DATASETS:
-        raise InputError(f"data.dataset={name!r} is not one of {', '.join(DATASETS)}")
-    return DATASETS[name]
-
+from imbsam import registry
 
 # The download stage's output: one folder whatever the dataset, so that switching datasets leaves no file
 # outside DVC's outputs and keeps the other archive (the stage persists it) for switching back.
 ARCHIVE_DIR = Path("data/archive")
+
+
+def get(name):
+    """The module of dataset `name`; InputError naming the known ones for another name."""
+    return registry.module("datasets", name)
 
 
 def archive_path(name):

@@ -4,7 +4,7 @@ cifar-10-python.tar.gz holds cifar-10-batches-py/{data_batch_1..5, test_batch, b
 readme.html): 50,000 training images in five batches of 10,000 and 10,000 test images, of 10 classes.
 """
 
-from imbsam.datasets import cifar_python
+from imbsam.datasets import _cifar_python as cifar_python
 
 NAME = "cifar10"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -25,5 +25,5 @@ DEFAULTS = {"split.many_threshold": 1000, "split.few_threshold": 200, "imbsam.et
 
 
 def read(folder):
-    """The extracted archive in folder: see imbsam.datasets.cifar_python.read."""
+    """The extracted archive in folder: see imbsam.datasets._cifar_python.read."""
     return cifar_python.read(folder, LAYOUT)

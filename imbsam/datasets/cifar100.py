@@ -4,7 +4,7 @@ cifar-100-python.tar.gz holds cifar-100-python/{train,test,meta} (and a stray fi
 training and 10,000 test images of 100 classes ("fine" labels; the 20 "coarse" superclasses are unused).
 """
 
-from imbsam.datasets import cifar_python
+from imbsam.datasets import _cifar_python as cifar_python
 
 NAME = "cifar100"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -22,5 +22,5 @@ DEFAULTS = {"split.many_threshold": 100, "split.few_threshold": 20, "imbsam.eta"
 
 
 def read(folder):
-    """The extracted archive in folder: see imbsam.datasets.cifar_python.read."""
+    """The extracted archive in folder: see imbsam.datasets._cifar_python.read."""
     return cifar_python.read(folder, LAYOUT)

@@ -2,8 +2,7 @@
 BatchNorm (batchnorm.py, batchnorm.c), run as MindSpore custom operators; their C build (native.py); and
 the CPU environment MindSpore and they need (environment.py).
 
-`train.kernels` names a set: "onednn" (imbsam's, named after its convolutions), "mindspore" (MindSpore's
-own), or "auto".
+`train.kernels` names a set (imbsam.params.KERNELS): "onednn" (imbsam's, named after its convolutions),
+"mindspore" (MindSpore's own), or "auto".
 """
 
-KERNELS = ("auto", "onednn", "mindspore")

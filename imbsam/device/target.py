@@ -1,6 +1,5 @@
-"""Which device a process trains on (CPU / GPU / Ascend / auto) and in which execution mode, the
-checks that can be made of a host before any work (`preflight`), and which of the host's devices a run
-takes when several run side by side (`claim`, docs/scale.md).
+"""Which device a process trains on (CPU / GPU / Ascend / auto) and in which execution mode, and the checks that
+can be made of a host before any work (`preflight`).
 
 Call `setup()` once per process, before MindSpore does any tensor work: MindSpore accepts one
 `set_device` per process, and imbsam.kernels.environment's CPU settings must be in the environment
@@ -9,24 +8,17 @@ before `import mindspore` (setup() puts them there first).
 
 import ctypes
 import dataclasses
-import fcntl
 import glob
 import os
 import platform
 import subprocess
 import sys
-import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from imbsam.errors import InputError
 from imbsam.kernels.environment import ONEDNN_ISA_ENV, prepare_environment
-
-TARGETS = ("auto", "CPU", "GPU", "Ascend")
-MODES = ("auto", "pynative", "graph")
-# What a train step runs in (imbsam.optim.make_train_step); train.mode adds auto.
-STEP_MODES = ("graph", "pynative")
+from imbsam.params import MODES, TARGETS
 
 # Which device an image was built for (set by the Dockerfile): an accelerator
 # image that finds no accelerator must say so instead of training on the CPU.
@@ -60,17 +52,7 @@ _HINTS = {
 
 
 # The device nodes a GPU or an NPU shows up as, on the host and in a container started with its flags.
-_DEVICE_NODES = {"GPU": "/dev/nvidia[0-9]*", "Ascend": "/dev/davinci[0-9]*"}
-
-# Device claims (`claim`): which devices runs may take, how many runs share the CPU, where the locks live.
-# None of them is a DVC param: which device a run trains on changes no stage's hash.
-DEVICES_ENV = "IMBSAM_DEVICES"  # e.g. 0,3,5: MindSpore's device ids; default every visible GPU or NPU
-CPU_SLOTS_ENV = "IMBSAM_CPU_SLOTS"  # N: runs share the CPU N at a time, each on its own 1/N of the cores
-LOCK_DIR_ENV = "IMBSAM_LOCK_DIR"
-DEFAULT_LOCK_DIR = "/tmp/imbsam-locks"
-_VISIBLE_ENV = {"GPU": "CUDA_VISIBLE_DEVICES", "Ascend": "ASCEND_RT_VISIBLE_DEVICES"}
-_HELD = []  # the open lock files of this process's claims: closed, and so released, only when it ends
-
+DEVICE_NODES = {"GPU": "/dev/nvidia[0-9]*", "Ascend": "/dev/davinci[0-9]*"}
 
 @dataclass(frozen=True)
 class GPU:
@@ -189,7 +171,7 @@ def _image_target():
     return {"gpu": "GPU", "ascend": "Ascend"}.get(os.environ.get(IMAGE_TARGET_ENV, "").lower())
 
 
-def _missing_device(target):
+def missing_device(target):
     image = _image_target()
     if image and target == "auto":
         return InputError(f"this is the {image} image but no {image} is visible: {_HINTS[image]}; "
@@ -205,9 +187,9 @@ def preflight(target="auto"):
     if target not in TARGETS:
         raise InputError(f"device.target={target!r} is not one of {', '.join(TARGETS)}")
     wanted = target if target != "auto" else _image_target()
-    if wanted in _DEVICE_NODES and not glob.glob(_DEVICE_NODES[wanted]):
-        raise _missing_device(target)
-    if target in ("auto", "GPU") and glob.glob(_DEVICE_NODES["GPU"]):
+    if wanted in DEVICE_NODES and not glob.glob(DEVICE_NODES[wanted]):
+        raise missing_device(target)
+    if target in ("auto", "GPU") and glob.glob(DEVICE_NODES["GPU"]):
         gpus = query_gpus()
         return check_gpus(gpus) if gpus else []
     return []
@@ -216,7 +198,7 @@ def preflight(target="auto"):
 def _available(ms, target):
     if target == "CPU":
         return True
-    if not glob.glob(_DEVICE_NODES[target]):
+    if not glob.glob(DEVICE_NODES[target]):
         # Without a device node there is no such device. Probing anyway only makes MindSpore log, at WARNING,
         # every plugin it could not load ("Load dynamic library: libmindspore_ops_ascend.so failed ...").
         return False
@@ -234,10 +216,10 @@ def resolve_target(target, ms):
             if _available(ms, candidate):
                 return candidate
         if _image_target():
-            raise _missing_device(target)
+            raise missing_device(target)
         return "CPU"
     if not _available(ms, target):
-        raise _missing_device(target)
+        raise missing_device(target)
     return target
 
 
@@ -251,118 +233,12 @@ def resolve_mode(mode):
     return "graph" if mode == "auto" else mode
 
 
-@dataclass(frozen=True)
-class Slot:
-    """A claimed device: an accelerator's device id, or on the CPU one of N slots and its cores."""
-
-    target: str
-    index: int
-    pool: tuple  # the device ids or slot numbers claimed from
-    cores: tuple = ()  # CPU only
-
-    def __str__(self):
-        if self.target == "CPU":
-            cores = ",".join(map(str, self.cores))
-            return f"CPU slot {self.index + 1}/{len(self.pool)} (cores {cores})"
-        return f"{self.target} {self.index}"
-
-
-def claim_target(target):
-    """The kind of device `target` trains on, read off the device nodes, without loading MindSpore."""
-    if target != "auto":
-        return target
-    for candidate in ("Ascend", "GPU"):
-        if glob.glob(_DEVICE_NODES[candidate]):
-            return candidate
-    return "CPU"
-
-
-def device_pool(target):
-    """The device ids (GPU, Ascend) or slot numbers (CPU) runs on `target` claim from: IMBSAM_DEVICES or every
-    visible device; IMBSAM_CPU_SLOTS slots on the CPU (default 1)."""
-    if target == "CPU":
-        text = os.environ.get(CPU_SLOTS_ENV, "1")
-        if not text.strip().isdigit() or int(text) < 1:
-            raise InputError(f"{CPU_SLOTS_ENV}={text!r} must be a whole number >= 1: how many runs share the CPU")
-        return tuple(range(int(text)))
-    # A scheduler (Slurm's gres) or the user may narrow the devices a process sees; MindSpore then numbers the
-    # visible ones from 0, while every device node may still be there.
-    narrowed = os.environ.get(_VISIBLE_ENV[target], "").strip()
-    visible = len(narrowed.split(",")) if narrowed else len(glob.glob(_DEVICE_NODES[target]))
-    text = os.environ.get(DEVICES_ENV)
-    if not text:
-        return tuple(range(visible))
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() for part in parts) or len(set(parts)) != len(parts):
-        raise InputError(f"{DEVICES_ENV}={text!r} must list distinct device ids, e.g. 0,3,5")
-    ids = tuple(int(part) for part in parts)
-    if max(ids) >= visible:
-        raise InputError(f"{DEVICES_ENV}={text} names device {max(ids)}, but this host shows {visible} {target} "
-                         f"device(s) (ids 0-{visible - 1}): list ids below {visible}")
-    return ids
-
-
-def _lock_dir():
-    folder = Path(os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR))
-    if not folder.is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        # Shared by every user's runs: anyone may add a lock file, none may remove another's (sticky).
-        folder.chmod(0o1777)
-    return folder
-
-
-def _cores_of(slot, slots):
-    """Slot `slot` of `slots`: its share of the cores this process may run on (a core each at least)."""
-    cores = sorted(os.sched_getaffinity(0))
-    if slots > len(cores):
-        return (cores[slot % len(cores)],)
-    share = len(cores) / slots
-    return tuple(cores[round(slot * share):round((slot + 1) * share)])
-
-
-def claim(target, say=print, poll_seconds=2.0):
-    """Hold a free device of `target`'s pool until this process ends: an exclusive flock on its lock file in
-    IMBSAM_LOCK_DIR, which the kernel releases however the process ends (kill -9 included). Waits, saying so
-    once, while every device of the pool is held by another run."""
-    pool = device_pool(target)
-    if not pool:
-        raise _missing_device(target)
-    folder = _lock_dir()
-    waiting = False
-    while True:
-        for index in pool:
-            path = folder / f"{target.lower()}-{index}.lock"
-            # Read-only suffices for flock, and lets a user take a lock file another user created.
-            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(descriptor)
-                continue
-            _HELD.append(descriptor)
-            return Slot(target, index, pool, _cores_of(index, len(pool)) if target == "CPU" else ())
-        if not waiting:
-            say(f"waiting for a free {target}: all of {', '.join(map(str, pool))} are held by other runs "
-                f"(lock files in {folder})")
-            waiting = True
-        time.sleep(poll_seconds)
-
-
-def setup(target="auto", mode="auto", deterministic=False, claim_device=False):
+def setup(target="auto", mode="auto", deterministic=False, slot=None):
     """Select the device and execution mode; return a description for run metadata.
 
-    claim_device: first claim a free device of the pool (`claim`) and run on it; on the CPU, where
-    IMBSAM_CPU_SLOTS is set, a slot and its cores. Stages that train or evaluate claim; benchmarks and the
-    host check do not."""
+    slot: the device claimed for this run (imbsam.device.claims.claim_for), which it then runs on; None for the
+    default device, as benchmarks and the host check run."""
     gpu_notes = preflight(target)
-    kind = claim_target(target)
-    # The CPU is claimed only when runs share it (scripts/run_matrix.py says how many): otherwise two runs on
-    # one host (two clones, a DVC queue) train side by side on all cores, as before.
-    slot = claim(kind) if claim_device and (kind != "CPU" or CPU_SLOTS_ENV in os.environ) else None
-    if slot and slot.cores:
-        os.sched_setaffinity(0, slot.cores)
-        # OpenMP (imbsam's CPU kernels) sizes its team when it loads, from this unless the user set it.
-        os.environ.setdefault("OMP_NUM_THREADS", str(len(slot.cores)))
     prepare_environment(target)
     import mindspore as ms
 
