@@ -9,5 +9,6 @@ The module defines, each LABEL and SOURCE on one line:
   device is set up);
 - optionally TUNED_WITH_LOSS = "...": the train.loss its authors' defaults were chosen with, if not ce.
 Each train@<name>-<seed> stage depends on its own module only, so adding or editing one retrains no other.
-Its checks (a float64 reference, the benchmark's floor, a PyTorch twin) live in imbsam/verify/<name>.py.
+Its checks (a float64 reference, the benchmark's floor, a PyTorch twin) live in
+imbsam/verify/optimizers/<name>.py.
 """
