@@ -363,6 +363,13 @@ def _comparison_section(selected, summary, params):
     return lines
 
 
+def _sources(trains):
+    """Whose update each optimizer of the runs is (the SOURCE of imbsam/optimizers/<name>.py)."""
+    names = dict.fromkeys(run["optimizer"] for run in trains.values())
+    return "; ".join(f"{label(name)}: {registry.module('optimizers', name).SOURCE}"
+                     if name in registry.names("optimizers") else name for name in names)
+
+
 def _provenance_section(trains, summary, params, provenance):
     mindspore_versions = sorted({str((run.get("device") or {}).get("mindspore")) for run in trains.values()})
     source = "synthetic stand-in archive" if summary.get("synthetic") else _dataset_title(summary)
@@ -373,6 +380,7 @@ def _provenance_section(trains, summary, params, provenance):
             f"- params.yaml sha256: `{provenance['params_sha256']}`",
             f"- Python {provenance['python']} (report); MindSpore {', '.join(mindspore_versions)} (runs)",
             f"- Data: {data}",
+            f"- Optimizers: {_sources(trains)}",
             "", "### Params that differ from the paper's protocol", "", _differences_table(params), "",
             "### Runs", "", runs_table(trains), ""]
 
