@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from imbsam.methods import METHODS
 from workspace import REPO, git, project_copy, run, show
 
+from imbsam import registry
 from imbsam.check_host import host, markdown, verdict
 
 # Runs the command as `python -m imbsam.check_host` would, then fails if anything imported DVC.
@@ -40,7 +40,7 @@ def test_every_section_runs_and_passes_on_the_cpu(cpu_check):
     result, bundle = cpu_check["result"], cpu_check["bundle"]
     assert result.returncode == 0, show(result)
     last = result.stdout.strip().splitlines()
-    assert last[-2].startswith("PASS: sgd, sam, imbsam, focal_sam, sse_sam give the authors' update in graph and "
+    assert last[-2].startswith("PASS: focal_sam, imbsam, sam, sgd, sse_sam give the authors' update in graph and "
                                "PyNative mode on CPU")
     assert "the quick run" in last[-2] and "host-check.md" in last[-1]
     assert bundle["device"]["target"] == "CPU" and bundle["host"]["run_check"]["passed"]
@@ -50,7 +50,7 @@ def test_every_section_runs_and_passes_on_the_cpu(cpu_check):
     variants = {"sgd": [""], "sam": ["rho=0.05", "rho=0.5"], "imbsam": ["rho=0.05", "rho=0.5"],
                 "focal_sam": ["rho=0.05", "rho=0.05 adaptive", "rho=0.5", "rho=0.5 adaptive"],
                 "sse_sam": ["rho=0.05", "rho=0.5"]}
-    assert set(variants) == set(METHODS)
+    assert set(variants) == set(registry.names("optimizers"))
     expected = {(name, variant, mode) for name, names in variants.items() for variant in names
                 for mode in ("graph", "pynative")}
     assert {(r["method"], r["variant"], r["mode"]) for r in results} == expected
@@ -59,7 +59,7 @@ def test_every_section_runs_and_passes_on_the_cpu(cpu_check):
     figures = bundle["speed"]["figures"]
     assert set(figures) == {"resnet32"}
     rows = figures["resnet32"]["rows"]
-    assert set(rows) == {*METHODS, "evaluate"}
+    assert set(rows) == {*registry.names("optimizers"), "evaluate"}
     assert all(row["img_per_s"] > 0 and row["peak_rss_mib"] > 100 for row in rows.values()), rows
     quick = bundle["speed"]["estimates"]["quick"]
     assert "paper" not in bundle["speed"]["estimates"]  # its network, ResNet-34, was not measured
@@ -103,10 +103,10 @@ MUTATIONS = {
 @pytest.mark.parametrize("broken", sorted(MUTATIONS))
 def test_a_broken_update_fails_the_check(tmp_path, broken):
     shutil.copytree(REPO / "imbsam", tmp_path / "imbsam", ignore=shutil.ignore_patterns("__pycache__"))
-    optim = tmp_path / "imbsam" / "optim.py"
+    module = tmp_path / "imbsam" / "optimizers" / f"{broken}.py"
     original, mutated = MUTATIONS[broken]
-    assert optim.read_text().count(original) == 1
-    optim.write_text(optim.read_text().replace(original, mutated))
+    assert module.read_text().count(original) == 1
+    module.write_text(module.read_text().replace(original, mutated))
     # python -m puts the working directory first on sys.path: the mutated copy is the imbsam imported.
     result = run([sys.executable, "-m", "imbsam.check_host", "--sections", "correctness", "--out", "out"], tmp_path)
     assert result.returncode == 1, show(result)

@@ -12,15 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imbsam.data import (
-    class_groups,
-    load_split,
-    longtail_counts,
-    longtail_indices,
-    md5sum,
-    safe_extract,
-    write_split,
-)
+from imbsam.data.checksum import md5sum
+from imbsam.data.loading import load_split
+from imbsam.data.split import class_groups, longtail_counts, longtail_indices, safe_extract, write_split
 from imbsam.datasets import cifar100
 from imbsam.errors import InputError
 from imbsam.synthetic import write_synthetic_archive

@@ -8,8 +8,9 @@ import sys
 import mindspore as ms
 import pytest
 
-from imbsam import device
-from imbsam.device import (
+from imbsam.device import claims
+from imbsam.device import target as device_target
+from imbsam.device.target import (
     IMAGE_TARGET_ENV,
     check_gpus,
     driver_capabilities,
@@ -178,8 +179,8 @@ def _fake_host(monkeypatch, tmp_path, nodes=(), smi=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     for node in nodes:
         (tmp_path / node).touch()
-    monkeypatch.setattr(device, "_DEVICE_NODES", {"GPU": str(tmp_path / "nvidia[0-9]*"),
-                                                  "Ascend": str(tmp_path / "davinci[0-9]*")})
+    monkeypatch.setattr(device_target, "DEVICE_NODES", {"GPU": str(tmp_path / "nvidia[0-9]*"),
+                                                         "Ascend": str(tmp_path / "davinci[0-9]*")})
     if smi is not None:
         script = tmp_path / "bin" / "nvidia-smi"
         script.parent.mkdir()
@@ -212,15 +213,15 @@ def test_preflight_reads_the_gpus_nvidia_smi_lists(monkeypatch, tmp_path):
 
 CLAIMANT = """
 import sys, time
-from imbsam import device
-slot = device.claim("CPU", say=lambda line: print(line, flush=True), poll_seconds=0.1)
+from imbsam.device import claims
+slot = claims.claim("CPU", say=lambda line: print(line, flush=True), poll_seconds=0.1)
 print("claimed", slot.index, slot.cores, flush=True)
 time.sleep(600)
 """
 
 
 def claimant(tmp_path, slots=2):
-    env = {**os.environ, device.CPU_SLOTS_ENV: str(slots), device.LOCK_DIR_ENV: str(tmp_path)}
+    env = {**os.environ, claims.CPU_SLOTS_ENV: str(slots), claims.LOCK_DIR_ENV: str(tmp_path)}
     return subprocess.Popen([sys.executable, "-c", CLAIMANT], env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -245,25 +246,25 @@ def test_runs_claim_distinct_slots_wait_for_a_free_one_and_get_a_killed_ones(tmp
 
 def test_cpu_slots_split_the_cores():
     cores = sorted(os.sched_getaffinity(0))
-    shares = [device._cores_of(slot, 2) for slot in range(2)]
+    shares = [claims._cores_of(slot, 2) for slot in range(2)]
     assert sorted(sum(shares, ())) == cores and all(shares)
-    assert device._cores_of(3, len(cores) + 2) == (cores[3 % len(cores)],)  # more slots than cores: one each
+    assert claims._cores_of(3, len(cores) + 2) == (cores[3 % len(cores)],)  # more slots than cores: one each
 
 
 def test_the_pool_is_the_listed_or_the_visible_devices(monkeypatch):
-    monkeypatch.setattr(device.glob, "glob", lambda pattern: [f"/dev/nvidia{i}" for i in range(4)])
-    monkeypatch.delenv(device.DEVICES_ENV, raising=False)
+    monkeypatch.setattr(claims.glob, "glob", lambda pattern: [f"/dev/nvidia{i}" for i in range(4)])
+    monkeypatch.delenv(claims.DEVICES_ENV, raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert device.device_pool("GPU") == (0, 1, 2, 3)
-    monkeypatch.setenv(device.DEVICES_ENV, "0,3")
-    assert device.device_pool("GPU") == (0, 3)
+    assert claims.device_pool("GPU") == (0, 1, 2, 3)
+    monkeypatch.setenv(claims.DEVICES_ENV, "0,3")
+    assert claims.device_pool("GPU") == (0, 3)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6")  # a scheduler's two GPUs, numbered 0 and 1 by MindSpore
     with pytest.raises(InputError, match=r"IMBSAM_DEVICES=0,3 names device 3, but this host shows 2 GPU"):
-        device.device_pool("GPU")
+        claims.device_pool("GPU")
     for bad in ("0,0", "a", "1;2"):
-        monkeypatch.setenv(device.DEVICES_ENV, bad)
+        monkeypatch.setenv(claims.DEVICES_ENV, bad)
         with pytest.raises(InputError, match="must list distinct device ids"):
-            device.device_pool("GPU")
-    monkeypatch.setenv(device.CPU_SLOTS_ENV, "0")
+            claims.device_pool("GPU")
+    monkeypatch.setenv(claims.CPU_SLOTS_ENV, "0")
     with pytest.raises(InputError, match="IMBSAM_CPU_SLOTS='0' must be a whole number >= 1"):
-        device.device_pool("CPU")
+        claims.device_pool("CPU")

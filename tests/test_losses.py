@@ -1,15 +1,13 @@
-"""Each loss of imbsam.losses against its paper's formula, written here in NumPy; LDAM's normalised head and its
+"""Each loss of imbsam/losses/ against its paper's formula, written here in NumPy; LDAM's normalised head and its
 deferred re-weighting; and every loss under every optimizer's step."""
 
 import numpy as np
 import pytest
-from imbsam.methods import METHODS
 from mindspore import Tensor
 
-from imbsam import reference
+from imbsam import reference, registry
 from imbsam.check_host.correctness import PAPER, TinyNet
 from imbsam.criteria import create_loss
-from imbsam.losses import LOSSES
 from imbsam.models import NormalisedLinear, create_model
 from imbsam.optim import make_optimizer, make_train_step
 
@@ -25,7 +23,7 @@ def _ce(logits, labels):
 
 
 def _per_sample(name, epoch=1, logits=LOGITS, **params):
-    cell = create_loss(name, len(COUNTS), LOSSES[name].params(**params).loss_options(COUNTS))
+    cell = create_loss(name, len(COUNTS), registry.module("losses", name).Params(**params).loss_options(COUNTS))
     cell.start_epoch(epoch)
     return cell(Tensor(logits.astype(np.float32)), Tensor(LABELS.astype(np.int32))).asnumpy()
 
@@ -85,18 +83,19 @@ def test_the_normalised_head_gives_cosines_from_unit_columns():
 
 
 def _options(method):
-    return METHODS[method].params(**PAPER[method]).step_options(list(reference.CLASS_COUNTS), (2, 1))
+    group = registry.module("optimizers", method).Params(**PAPER[method])
+    return group.step_options(list(reference.CLASS_COUNTS), (2, 1))
 
 
-@pytest.mark.parametrize("loss", list(LOSSES))
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("loss", registry.names("losses"))
+@pytest.mark.parametrize("method", registry.names("optimizers"))
 def test_every_loss_trains_under_every_optimizer(loss, method):
     """Two steps on imbsam.reference's net and batches: the loss each step reports is the loss Cell's mean at w
     (LDAM-DRW's re-weighted from the first epoch here), and the weights move."""
     network = TinyNet(reference.initial_params())
     network.set_train(True)
     counts = list(reference.CLASS_COUNTS)
-    params = LOSSES[loss].params(**({"drw_after": 0} if loss == "ldam_drw" else {}))
+    params = registry.module("losses", loss).Params(**({"drw_after": 0} if loss == "ldam_drw" else {}))
     loss_fn = create_loss(loss, len(counts), params.loss_options(counts))
     loss_fn.start_epoch(1)
     optimizer = make_optimizer(network, [0.1, 0.1], weight_decay=1e-3)

@@ -1,4 +1,4 @@
-"""SGD / SAM / ImbSAM train steps against imbsam.reference, an independent float64 NumPy implementation.
+"""Every optimizer's train step against imbsam.reference, an independent float64 NumPy implementation.
 
 The reference follows the authors' PyTorch code (docs/protocol.md, "Algorithm") on a tiny 3x3 convolution ->
 BatchNorm -> ReLU -> average pool -> linear network, with a hand-written backward pass that is checked here
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from imbsam import reference
+from imbsam import reference, registry
 from imbsam.errors import InputError
 from imbsam.reference import PARAM_KEYS, STAT_KEYS, backward, forward, initial_params, make_batches
 
@@ -32,12 +32,21 @@ RTOL, ATOL = 1e-4, 1e-6
 LRS = (0.1, 0.1, 0.1)
 
 
+# The (rho, adaptive) variants each optimizer's step is checked at; one named nowhere here, at its paper defaults.
+VARIANTS = {"sgd": [(0.05, False)], "sam": [(0.05, False), (0.5, False)], "imbsam": [(0.05, False), (0.5, False)],
+            "focal_sam": [(0.05, False), (0.5, False), (0.05, True), (0.5, True)],
+            "sse_sam": [(0.05, False), (0.5, False)]}
+
 # Focal-SAM's c_k = 0.8 (1 - n_k / N) ** 3.2 over reference.CLASS_COUNTS (40, 25, 10, 5), N = 80.
 FOCAL_WEIGHTS = [0.8 * (1 - n / 80) ** 3.2 for n in reference.CLASS_COUNTS]
 
 
 def options(method, rho=0.05, tail_classes=TAIL_CLASSES, bn_update_in_perturbed_pass=True, adaptive=False):
-    """The step options of each method, as its params group's step_options gives them."""
+    """The step options of each method, as its params group's step_options gives them; an optimizer not named here
+    takes its group's paper defaults over reference.CLASS_COUNTS."""
+    if method not in VARIANTS:
+        group = registry.module("optimizers", method).Params(**defaults()[method])
+        return group.step_options(list(reference.CLASS_COUNTS), (len(LRS), 1))
     return {
         "sgd": {},
         "sam": {"rho": rho, "bn_update_in_perturbed_pass": bn_update_in_perturbed_pass},
@@ -50,9 +59,8 @@ def options(method, rho=0.05, tail_classes=TAIL_CLASSES, bn_update_in_perturbed_
 
 
 def test_focal_sam_weights_are_its_params_groups():
-    from imbsam.methods import METHODS
-
-    got = METHODS["focal_sam"].params(**defaults()["focal_sam"]).step_options(list(reference.CLASS_COUNTS))
+    group = registry.module("optimizers", "focal_sam").Params(**defaults()["focal_sam"])
+    got = group.step_options(list(reference.CLASS_COUNTS))
     np.testing.assert_allclose(got["class_weights"], FOCAL_WEIGHTS, rtol=1e-12)
     assert got["rho"] == 0.3 and got["adaptive"] is False
 
@@ -120,11 +128,12 @@ def execution_mode(request):
 
 @pytest.mark.parametrize(
     ("method", "rho", "adaptive"),
-    [("sgd", 0.05, False), ("sam", 0.05, False), ("sam", 0.5, False), ("imbsam", 0.05, False),
-     ("imbsam", 0.5, False), ("focal_sam", 0.05, False), ("focal_sam", 0.5, False), ("focal_sam", 0.05, True),
-     ("focal_sam", 0.5, True), ("sse_sam", 0.05, False), ("sse_sam", 0.5, False)],
+    [(name, rho, adaptive) for name in registry.names("optimizers")
+     for rho, adaptive in VARIANTS.get(name, [(None, False)])],
 )
 def test_step_matches_reference(method, rho, adaptive, execution_mode):
+    if reference.gradient_of(method) is None:
+        pytest.skip(f"{method} has no reference in imbsam/verify/optimizers/")
     batches = make_batches()
     chosen = options(method, rho, adaptive=adaptive)
     assert_matches(
@@ -236,14 +245,13 @@ def test_unknown_step_mode_is_rejected_by_name():
 
 def test_sse_sam_options_from_its_group_and_its_head_cut():
     """The head's eps stops at the first epoch at or past 70% of them, as a step index; with no run planned, not."""
-    from imbsam.methods import METHODS
-
-    group = METHODS["sse_sam"].params(**defaults()["sse_sam"])
+    params = registry.module("optimizers", "sse_sam").Params
+    group = params(**defaults()["sse_sam"])
     got = group.step_options(list(reference.CLASS_COUNTS), (200, 170))
     assert got == {"head_rho": 0.05, "tail_rho": 0.1, "tail_classes": [0, 1, 2, 3], "head_off_from_step": 140 * 170}
     assert group.step_options([500, 50], (3, 10))["head_off_from_step"] == 30  # ceil(2.1) = 3 epochs
     assert group.step_options([500, 50])["head_off_from_step"] is None
-    never = METHODS["sse_sam"].params(eta=100, head_off_after=0.0)
+    never = params(eta=100, head_off_after=0.0)
     assert never.step_options([5], (10, 1))["head_off_from_step"] is None
     batches = make_batches()
     cut, uncut = ({**options("sse_sam", 0.5), "head_off_from_step": step} for step in (2, None))

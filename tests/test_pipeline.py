@@ -35,6 +35,9 @@ SMOKE = {
 }
 # A bad param must be rejected before MindSpore trains anything; a 1-epoch smoke train takes about as long.
 FAIL_FAST_SECONDS = 60
+# The download stage always runs, first (dvc.yaml: always_changed): it validates the whole of params.yaml. So
+# `dvc status` lists it however up to date the rest is, and every repro runs it.
+ALWAYS_CHANGED = {"download": ["always changed"]}
 
 
 def _changed_stages(root):
@@ -96,13 +99,13 @@ def test_metrics_json_and_dvc_metrics_and_plots(repo):
         assert f"runs/{run}/live/plots/metrics" in plotted, _show(plots)
 
 
-def test_repro_again_runs_nothing(repo):
+def test_repro_again_runs_nothing_but_the_params_check(repo):
     root, _ = repo
     again = _ok(_dvc(root, "repro"))
-    assert _ran_stages(again) == [], _show(again)
-    assert "Data and pipelines are up to date" in again.stdout, _show(again)
+    assert _ran_stages(again) == ["download"], _show(again)
+    assert "Stage 'split' didn't change, skipping" in again.stdout, _show(again)
     status, result = _changed_stages(root)
-    assert status == {}, _show(result)
+    assert status == ALWAYS_CHANGED, _show(result)
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +126,9 @@ def test_changing_imbsam_rho_marks_only_its_run_and_the_report(rho_changed):
     # DVC compares each stage with dvc.lock on its own: evaluate@imbsam-0 only changes once train@imbsam-0 has
     # re-run, so `dvc status` cannot list it yet; the repro below shows that it re-runs.
     status = rho_changed["status"]
-    assert set(status) == {"train@imbsam-0", "report"}, _show(rho_changed["status_result"])
-    for stage in status:
+    assert set(status) == {*ALWAYS_CHANGED, "train@imbsam-0", "report"}, _show(rho_changed["status_result"])
+    assert status["download"] == ALWAYS_CHANGED["download"], _show(rho_changed["status_result"])
+    for stage in set(status) - set(ALWAYS_CHANGED):
         changed = [entry for entry in status[stage] if "changed deps" in entry]
         assert changed and "params.yaml" in json.dumps(changed), _show(rho_changed["status_result"])
 
@@ -135,8 +139,8 @@ def test_changing_imbsam_rho_marks_only_its_run_and_the_report(rho_changed):
 
 def test_changing_imbsam_rho_reruns_only_imbsam_and_the_report(rho_changed):
     rerun = rho_changed["repro"]
-    assert _ran_stages(rerun) == ["train@imbsam-0", "evaluate@imbsam-0", "report"], _show(rerun)
-    assert rho_changed["status_after"] == {}
+    assert _ran_stages(rerun) == ["download", "train@imbsam-0", "evaluate@imbsam-0", "report"], _show(rerun)
+    assert rho_changed["status_after"] == ALWAYS_CHANGED
 
 
 def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory):
@@ -157,23 +161,26 @@ def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory)
             path = Path("runs") / run / "model" / checkpoint
             assert (clone / path).read_bytes() == (root / path).read_bytes(), path
     status, result = _changed_stages(clone)
-    assert status == {}, _show(result)
+    assert status == ALWAYS_CHANGED, _show(result)
 
 
 @pytest.mark.parametrize(
     ("changes", "target", "message"),
     [
-        # DVC itself rejects it first, as the train stage depends on the params group named like the optimizer:
-        # "ERROR: failed to reproduce 'train@adam-0': Parameters 'adam' are missing from 'params.yaml'."
-        pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"]}, None, "Parameters 'adam' are missing",
+        # The download stage, which always runs first, checks the whole of params.yaml: before DVC looks for
+        # train@adam-0's params group or its module, imbsam/optimizers/adam.py.
+        pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"]}, None,
+                     "train.optimizers[3]='adam' is invalid: input should be 'focal_sam', 'imbsam', 'sam', 'sgd' "
+                     "or 'sse_sam'",
                      id="unknown-optimizer"),
-        # Whichever stage runs first checks the whole of params.yaml: here the stale sgd run, before it trains.
         pytest.param({"train.optimizers": [*OPTIMIZERS, "imbsm"], "train.lr": 0.02}, None,
-                     "train.optimizers[3]='imbsm' is invalid: input should be 'sgd', 'sam', 'imbsam', 'focal_sam' "
+                     "train.optimizers[3]='imbsm' is invalid: input should be 'focal_sam', 'imbsam', 'sam', 'sgd' "
                      "or 'sse_sam'",
                      id="misspelt-optimizer"),
+        # A group with no optimizer or loss module is an unknown section of params.yaml.
         pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"], "adam": {}}, "train@adam-0",
-                     "train.optimizers[3]='adam' is invalid", id="unknown-optimizer-with-group"),
+                     "unknown key adam: a typo? the sections are data, split, model, train, eval, device and one "
+                     "group per optimizer and loss", id="unknown-optimizer-with-group"),
         pytest.param({"train.seeds": [-1]}, None, "train.seeds=[-1] is invalid: seeds must be integers >= 0",
                      id="negative-seed"),
         pytest.param({"train.seeds": [0, 1.5]}, None, "train.seeds[1]=1.5 is invalid: input should be a valid integer",
@@ -182,7 +189,7 @@ def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory)
                      "train.epochs=0 is invalid: input should be greater than or equal to 1", id="zero-epochs"),
         pytest.param({"train.lr": -0.1}, None, "train.lr=-0.1 is invalid: input should be greater than 0",
                      id="negative-lr"),
-        # A report-only key, yet the first stage that runs (a stale training) stops before it trains.
+        # A report-only key, yet the first stage that runs (download) stops before anything trains.
         pytest.param({"eval.selection": "median", "train.lr": 0.02}, None,
                      "eval.selection='median' is invalid: input should be 'best' or 'last'",
                      id="unknown-selection"),

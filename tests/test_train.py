@@ -10,19 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imbsam.methods import tail_classes_for
 
+from imbsam import registry
 from imbsam.data.augment import MEAN, STD, TrainBatches, augment, normalize
 from imbsam.errors import InputError
-from imbsam.params import Params, override
+from imbsam.params import override, params_model
 from imbsam.train import TrainConfig, typical_step_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def config_for(method, seed, **changes):
+def config_for(optimizer, seed, **changes):
     """The TrainConfig of params.yaml's defaults with {dotted key: value} changes, as `dvc exp run -S` makes."""
-    return TrainConfig.from_params(override(Params(), changes), method, seed)
+    return TrainConfig.from_params(override(params_model()(), changes), optimizer, seed)
 
 
 def test_the_time_estimate_ignores_a_step_that_compiled():
@@ -62,7 +62,13 @@ def test_batches_depend_on_seed_and_epoch_only():
     assert TrainBatches(images, labels, 32, seed=3, max_steps_per_epoch=2).steps_per_epoch == 2
 
 
-def test_tail_classes_are_those_below_eta():
+@pytest.mark.parametrize("optimizer", ["imbsam", "sse_sam"])
+def test_tail_classes_are_those_below_eta(optimizer):
+    group = registry.module("optimizers", optimizer).Params
+
+    def tail_classes_for(counts, eta):
+        return group(eta=eta).step_options(counts)["tail_classes"]
+
     assert tail_classes_for([500, 100, 20, 19, 5], 20) == [3, 4]
     assert tail_classes_for([500, 100], 20) == []
 
@@ -109,10 +115,10 @@ def test_short_run_learns_far_above_chance(synthetic_split, tmp_path):
 RUNNER = """
 import json, sys
 from imbsam.data.loading import load_split
-from imbsam.params import Params, override
+from imbsam.params import override, params_model
 from imbsam.train import TrainConfig, train
 run = json.loads(sys.argv[1])
-config = TrainConfig.from_params(override(Params(), run["changes"]), run["method"], run["seed"])
+config = TrainConfig.from_params(override(params_model()(), run["changes"]), run["optimizer"], run["seed"])
 train(config, load_split(sys.argv[2]), sys.argv[3], sys.argv[4], progress=False)
 """
 
@@ -148,15 +154,15 @@ def _wait_for_epoch(resume, epoch, process, timeout=300):
 # Each schedule once; LDAM-DRW's re-weighting starts in the epoch after the interruption, so a resumed run that
 # did not set it from the epoch would end elsewhere, and so does SSE-SAM's switch-off of the head's perturbation
 # (from step 8 of 12: ceil(3 * 0.5) epochs of 4 steps), which counts the steps the checkpoint restores.
-@pytest.mark.parametrize(("signum", "method", "changes"), [
+@pytest.mark.parametrize(("signum", "optimizer", "changes"), [
     (signal.SIGKILL, "imbsam", {"train.schedule": "step_cosine", "imbsam.eta": 20}),
     (signal.SIGTERM, "imbsam", {"train.schedule": "epoch_cosine_at_start", "train.loss": "ldam_drw",
                                 "ldam_drw.drw_after": 1, "imbsam.eta": 20}),
     (signal.SIGKILL, "sse_sam", {"train.schedule": "step_cosine", "sse_sam.eta": 10, "sse_sam.head_off_after": 0.5}),
 ])
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, signum, method, changes):
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, signum, optimizer, changes):
     split = synthetic_split(20, 5, 0.1)
-    config = {"method": method, "seed": 1,
+    config = {"optimizer": optimizer, "seed": 1,
               "changes": {"model.arch": "resnet32", "train.epochs": 3, "train.batch_size": 32,
                           "train.max_steps_per_epoch": 4, **changes}}
     _run(config, split, tmp_path / "straight", tmp_path / "resume-straight")
@@ -171,7 +177,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_split, tmp_path, 
     assert not (tmp_path / "resumed" / "train.json").exists()
 
     output = _run(config, split, tmp_path / "resumed", tmp_path / "resume")
-    assert f"resuming {method} seed 1 after epoch" in output, output
+    assert f"resuming {optimizer} seed 1 after epoch" in output, output
     straight = json.loads((tmp_path / "straight" / "train.json").read_text())
     resumed = json.loads((tmp_path / "resumed" / "train.json").read_text())
     assert resumed["epochs_completed"] == 3

@@ -5,7 +5,7 @@ per-epoch test pass, measured by imbsam.bench; and what that makes of the paper'
 import math
 
 from imbsam.bench import step as bench
-from imbsam.params import QUICK_RUN, Params, exp_run_command, override
+from imbsam.params import QUICK_RUN, exp_run_command, override, params_model
 
 ARCHS = ("resnet34", "resnet32")
 TEST_IMAGES = 10_000  # CIFAR-100's test set, evaluated after every epoch
@@ -14,7 +14,7 @@ TEST_IMAGES = 10_000  # CIFAR-100's test set, evaluated after every epoch
 def measure(arch, target, steps, methods=None):
     """bench figures for one network: each method's graph-mode step and the evaluation pass, each row in its
     own process and one at a time, so a row's peak memory is its own and no two share the device."""
-    return bench.run(arch, Params().train.batch_size, target, steps=steps, warmup=2, rounds=1,
+    return bench.run(arch, params_model()().train.batch_size, target, steps=steps, warmup=2, rounds=1,
                      methods=methods, modes=("graph",), floors=False, pipeline=False, evaluation=True,
                      one_at_a_time=True)
 
@@ -37,7 +37,7 @@ def estimates(figures_by_arch):
     """For the paper's protocol (params.yaml's defaults) and the README's quick run, where their network was
     measured: the command, the network, each run's estimated seconds, and the total on one device (one run
     after another) and side by side (one device per run, as many as runs)."""
-    paper = Params()
+    paper = params_model()()
     found = {}
     for name, params, command in (("paper", paper, "dvc repro"),
                                   ("quick", override(paper, QUICK_RUN), exp_run_command(QUICK_RUN))):
