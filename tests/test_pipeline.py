@@ -168,7 +168,7 @@ def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory)
     ("changes", "target", "message"),
     [
         # The download stage, which always runs first, checks the whole of params.yaml: before DVC looks for
-        # train@adam-0's params group or its module, imbsam/optimizers/adam.py.
+        # train@adam-0's params group or its module (adam.py in the optimizers package).
         pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"]}, None,
                      "train.optimizers[3]='adam' is invalid: input should be 'focal_sam', 'imbsam', 'sam', 'sgd' "
                      "or 'sse_sam'",
