@@ -223,19 +223,7 @@ def test_runs_trained_before_the_move_are_kept_after_the_upgrade(tmp_path, synth
     tar = subprocess.run(["git", "archive", BEFORE_THE_MOVE, "imbsam", "stages", "dvc.yaml", "params.yaml",
                           ".gitignore", "pyproject.toml"], cwd=REPO, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=tar, check=True)
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("imbsam", "stages"):
-        shutil.copytree(old / name, root / name)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml"):
-        shutil.copy(old / name, root / name)
-    git(root, "init", "-q")
-    for key, value in (("user.name", "Pipeline Test"), ("user.email", "test@example.com"),
-                       ("commit.gpgsign", "false")):
-        git(root, "config", key, value)
-    ok(dvc(root, "init", "-q"))
-    set_params(root, {"data.url": str(archive), "data.md5": md5, **SMOKE})
-    commit(root, "the project before the move")
+    root = project_copy(tmp_path / "repo", archive, md5, SMOKE, source=old, folders=("imbsam", "stages"))
     ok(dvc(root, "repro"))
     commit(root, "trained before the move")
 

@@ -64,14 +64,14 @@ def ran_stages(result):
     return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
 
 
-def project_copy(root, archive, md5, changes):
-    """The project's pipeline and library in a new git + DVC repository at root, reading `archive`, with
-    params.yaml `changes`; committed."""
+def project_copy(root, archive, md5, changes, source=REPO, folders=("stages", "imbsam", "scripts")):
+    """The project's pipeline and library (from `source`, default this checkout) in a new git + DVC repository at
+    root, reading `archive`, with params.yaml `changes`; committed."""
     root.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml"):
-        shutil.copy(REPO / name, root / name)
-    for name in ("stages", "imbsam", "scripts"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(source / name, root / name)
+    for name in folders:
+        shutil.copytree(source / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     git(root, "init", "-q")
     for key, value in (("user.name", "Pipeline Test"), ("user.email", "test@example.com"),
                        ("commit.gpgsign", "false")):
