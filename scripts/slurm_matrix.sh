@@ -18,6 +18,6 @@ work="${TMPDIR:-/tmp}/imbsam-${SLURM_ARRAY_JOB_ID}-${SLURM_ARRAY_TASK_ID}"
 git clone --quiet "$SLURM_SUBMIT_DIR" "$work"
 cd "$work"
 # Slurm's gres sets CUDA_VISIBLE_DEVICES: the runs claim among the GPUs it gave this task.
-python scripts/run_matrix.py --shard "$shard"
+python -m imbsam.matrix --shard "$shard"
 dvc push --run-cache
 echo "shard $shard pushed; when every task has, run anywhere: dvc repro --pull"

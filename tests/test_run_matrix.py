@@ -1,9 +1,8 @@
-"""scripts/run_matrix.py on the CPU with real DVC queues and git: runs side by side on their own slots, gathered
+"""python -m imbsam.matrix on the CPU with real DVC queues and git: runs side by side on their own slots, gathered
 from the run-cache without training, shards on two clones joined through a folder remote, and a run killed
 with SIGKILL that resumes from its last finished epoch."""
 
 import fcntl
-import importlib.util
 import json
 import os
 import re
@@ -13,21 +12,16 @@ import sys
 import time
 
 import pytest
-from workspace import ENV, REPO, commit, dvc, git, ok, project_copy, ran_stages, run, set_params, show
+from workspace import ENV, commit, dvc, git, ok, project_copy, ran_stages, run, set_params, show
+
+from imbsam import matrix
 
 SMALL = {"model.arch": "resnet32", "train.epochs": 1, "train.max_steps_per_epoch": 2, "train.batch_size": 16,
          "train.schedule": "step_cosine"}
 
 
-def load_run_matrix():
-    spec = importlib.util.spec_from_file_location("run_matrix", REPO / "scripts" / "run_matrix.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_matrix(root, *args, locks):
-    return run([sys.executable, "scripts/run_matrix.py", *args], root, env={"IMBSAM_LOCK_DIR": str(locks)})
+    return run([sys.executable, "-m", "imbsam.matrix", *args], root, env={"IMBSAM_LOCK_DIR": str(locks)})
 
 
 def train_record(root, name):
@@ -74,7 +68,7 @@ def test_two_slots_train_side_by_side_and_the_gathering_trains_nothing(tmp_path,
 
 
 def test_shards_on_two_clones_meet_in_one_report_through_a_folder_remote(tmp_path, synthetic_archive):
-    shard_of = load_run_matrix().in_shard
+    shard_of = matrix.in_shard
     seeds = [next(s for s in range(100) if shard_of(f"sgd-{s}", part, 2)) for part in (1, 2)]
     origin = project_copy(tmp_path / "a", *synthetic_archive(),
                           {**SMALL, "train.optimizers": ["sgd"], "train.seeds": seeds})
@@ -117,7 +111,7 @@ def test_a_killed_run_frees_its_slot_and_resumes_while_the_other_is_untouched(tm
         **SMALL, "train.optimizers": ["sgd", "sam"], "train.seeds": [0], "train.epochs": 3,
         "train.max_steps_per_epoch": 6})
     locks = tmp_path / "locks"
-    launch = subprocess.Popen([sys.executable, "scripts/run_matrix.py", "--jobs", "2"], cwd=root,
+    launch = subprocess.Popen([sys.executable, "-m", "imbsam.matrix", "--jobs", "2"], cwd=root,
                               env={**ENV, "IMBSAM_LOCK_DIR": str(locks)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     status_path = root / ".resume" / "status" / "sam-0.json"

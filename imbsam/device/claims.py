@@ -123,7 +123,7 @@ def claim(target, say=print, poll_seconds=2.0):
 
 def claim_for(target):
     """Claim what a run on `target` needs before MindSpore loads (see claim), or None: an accelerator always; the
-    CPU only when runs share it (IMBSAM_CPU_SLOTS, which scripts/run_matrix.py sets): otherwise two runs on one
+    CPU only when runs share it (IMBSAM_CPU_SLOTS, which imbsam.matrix sets): otherwise two runs on one
     host (two clones, a DVC queue) train side by side on all cores. A CPU slot's cores become this process's."""
     kind = claim_target(target)
     slot = claim(kind) if kind != "CPU" or CPU_SLOTS_ENV in os.environ else None

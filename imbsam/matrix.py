@@ -2,7 +2,7 @@
 DVC experiments in its queue; then gather them into the workspace with `dvc repro`, which restores each
 trained run from DVC's run-cache instead of training it again, and renders the usual report.
 
-    python scripts/run_matrix.py [--jobs N] [--shard K/M] [--dry-run]
+    python -m imbsam.matrix [--jobs N] [--shard K/M] [--dry-run]
 
 --jobs N      runs at a time (default: one per device of the pool, the GPUs or NPUs that IMBSAM_DEVICES lists
               or that the host shows; 1 on the CPU, whose cores N runs share)
@@ -27,8 +27,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imbsam import params as schema
 from imbsam.device import claims
@@ -149,7 +147,7 @@ def read_statuses(resume_dir, runs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python scripts/run_matrix.py", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m imbsam.matrix", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--jobs", type=positive, help="runs at a time (default: one per device)")
     parser.add_argument("--shard", type=shard, default=(1, 1), help="K/M: train the K-th of M shares")
