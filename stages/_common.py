@@ -1,13 +1,13 @@
 """Plumbing shared by the stage scripts: the validated params.yaml and one-line errors.
 
-Not a stage itself. Stages run from the repository root, as `dvc repro` does.
+Not a stage itself. Stages run from the repository root as `python -m stages.<name>`, as dvc.yaml's commands do:
+`-m` puts the working directory first on sys.path, so a stage imports the imbsam of the workspace it runs in (a
+DVC experiment's temporary copy included), never an installed one.
 """
 
 import argparse
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imbsam import params as schema
 from imbsam.device.target import preflight

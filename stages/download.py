@@ -5,10 +5,9 @@ DVC runs this stage first in every repro (dvc.yaml: always_changed), so a bad va
 an optimizer or loss with no module, stops the pipeline here with one line, before DVC looks for the modules of
 the stages that follow. With the archive in place the stage takes a second (its md5)."""
 
-from _common import load_params, main_guard
-
 from imbsam.data.download import fetch
 from imbsam.datasets import archive_path
+from stages._common import load_params, main_guard
 
 
 def main():

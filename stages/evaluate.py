@@ -8,13 +8,13 @@ Writes evals/<optimizer>-<seed>.json and prints a short table.
 import json
 from pathlib import Path
 
-from _common import main_guard, matrix_run
 from tabulate import tabulate
 
 from imbsam import registry
 from imbsam.device.claims import claim_for
 from imbsam.device.target import setup
 from imbsam.errors import InputError
+from stages._common import main_guard, matrix_run
 
 SPLIT_DIR = Path("data/split")
 RUNS_DIR = Path("runs")

@@ -8,10 +8,9 @@ import json
 import platform
 from pathlib import Path
 
-from _common import PARAMS_FILE, load_params, main_guard
-
 from imbsam.errors import InputError
 from imbsam.report import git_state, read_metric_tsv, sha256_of, write_report
+from stages._common import PARAMS_FILE, load_params, main_guard
 
 SUMMARY_FILE = Path("data/split/summary.json")
 RUNS_DIR = Path("runs")

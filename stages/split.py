@@ -3,11 +3,10 @@
 import sys
 from pathlib import Path
 
-from _common import load_params, main_guard
-
 from imbsam import datasets
 from imbsam.data.split import build_split
 from imbsam.errors import InputError
+from stages._common import load_params, main_guard
 
 OUT = Path("data/split")
 

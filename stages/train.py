@@ -4,11 +4,10 @@ Outputs runs/<optimizer>-<seed>/{model/last.ckpt, model/best.ckpt, train.json, l
 An interrupted run resumes from its last finished epoch when the command is run again.
 """
 
-from _common import main_guard, matrix_run
-
 from imbsam.device.claims import claim_for
 from imbsam.device.target import resolve_mode, setup
 from imbsam.params import QUICK_RUN, exp_run_command
+from stages._common import main_guard, matrix_run
 
 
 def main():

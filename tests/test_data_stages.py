@@ -115,7 +115,7 @@ def test_bad_imb_factor_fails_before_any_work(repo):
     assert not (repo / "data").exists()
 
     # Run alone, with no archive yet: the parameter is still what it reports, not the missing archive.
-    result = _run([sys.executable, "stages/split.py"], repo)
+    result = _run([sys.executable, "-m", "stages.split"], repo)
     assert result.returncode == 1 and "split.imb_factor=1.5" in result.stderr
 
 
@@ -129,13 +129,13 @@ def test_bad_imb_factor_fails_before_any_work(repo):
 )
 def test_split_stage_checks_each_param_first(repo, key, value, message):
     _set_params(repo, **{key: value})
-    result = _run([sys.executable, "stages/split.py"], repo)
+    result = _run([sys.executable, "-m", "stages.split"], repo)
     assert result.returncode == 1 and message in result.stderr
 
 
 def test_download_stage_checks_the_md5_format_first(repo):
     _set_params(repo, data__md5=12345)
-    result = _run([sys.executable, "stages/download.py"], repo)
+    result = _run([sys.executable, "-m", "stages.download"], repo)
     expected = ("data.md5=12345 is invalid: input should be a valid string (data.md5: auto (the official archive's) | "
                 "the archive's md5, 32 hex")
     assert result.returncode == 1 and expected in result.stderr

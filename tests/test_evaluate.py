@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -168,8 +169,9 @@ def _stage_workspace(root, **overrides):
 
 
 def _run_evaluate_stage(cwd, optimizer="sgd", seed=3):
-    return subprocess.run([sys.executable, str(REPO / "stages" / "evaluate.py"), "--optimizer", optimizer,
-                           "--seed", str(seed)], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run([sys.executable, "-m", "stages.evaluate", "--optimizer", optimizer, "--seed", str(seed)],
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600, check=False)
 
 
 def test_evaluate_stage_rejects_a_bad_batch_size_before_any_work(tmp_path):

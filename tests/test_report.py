@@ -5,6 +5,7 @@ the per-class accuracies the fixture writes.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,6 @@ from imbsam import params as schema
 from imbsam import published, report
 
 REPO = Path(__file__).resolve().parent.parent
-REPORT_STAGE = REPO / "stages" / "report.py"
 GROUPS = {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
 CLASS_COUNTS = [500, 200, 50, 30, 10, 5]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -108,8 +108,9 @@ def table_rows(markdown):
 
 
 def run_stage(cwd):
-    return subprocess.run([sys.executable, str(REPORT_STAGE)], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    """The report stage of this checkout, run in the workspace cwd."""
+    return subprocess.run([sys.executable, "-m", "stages.report"], cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def _records():
