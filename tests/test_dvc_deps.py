@@ -212,30 +212,32 @@ def test_a_new_loss_is_one_module_and_one_group(repo):
     assert "`train.loss` = 'ce_copy'" in (root / "reports" / "report.md").read_text()
 
 
-# The last commit before the optimizers, losses and datasets moved into modules of their own.
-BEFORE_THE_MOVE = "4ab5532"
+# The last commits before the optimizers, losses and datasets moved into modules of their own, and before the
+# stages ran as modules (`python -m stages.<name>`, not `python stages/<name>.py`).
+EARLIER_VERSIONS = {"before the move": "4ab5532", "before python -m stages": "40e6a9c"}
 
 
-def test_runs_trained_before_the_move_are_kept_after_the_upgrade(tmp_path, synthetic_archive):
-    """The README's upgrade note: a workspace trained with the old layout, upgraded, `dvc commit -f`, then
+@pytest.mark.parametrize("version", EARLIER_VERSIONS)
+def test_runs_trained_with_an_earlier_version_are_kept_after_the_upgrade(version, tmp_path, synthetic_archive):
+    """The README's upgrade note: a workspace trained with an earlier version, upgraded, `dvc commit -f`, then
     `dvc status` shows nothing to train and `dvc repro` trains nothing."""
     if git(REPO, "rev-parse", "--is-shallow-repository").stdout.strip() == "true":
-        pytest.skip("a shallow clone has no commit from before the move")
+        pytest.skip(f"a shallow clone has no commit from {version}")
     archive, md5 = synthetic_archive(train_per_class=20, test_per_class=5)
     old = tmp_path / "old"
     old.mkdir()
-    tar = subprocess.run(["git", "archive", BEFORE_THE_MOVE, "imbsam", "stages", "dvc.yaml", "params.yaml",
+    tar = subprocess.run(["git", "archive", EARLIER_VERSIONS[version], "imbsam", "stages", "dvc.yaml", "params.yaml",
                           ".gitignore", "pyproject.toml"], cwd=REPO, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=tar, check=True)
     root = project_copy(tmp_path / "repo", archive, md5, SMOKE, source=old, folders=("imbsam", "stages"))
     ok(dvc(root, "repro"))
-    commit(root, "trained before the move")
+    commit(root, f"trained {version}")
 
     for name in ("imbsam", "stages"):
         shutil.rmtree(root / name)
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    assert _runs(_status(root)), "moving the files must change the runs' dependency hashes"
+    assert _runs(_status(root)), "the upgrade must change the runs' dependency hashes or commands"
     ok(dvc(root, "commit", "-f"))
     status = _status(root)
     assert list(status) == ["download"], status
