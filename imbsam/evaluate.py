@@ -65,12 +65,12 @@ def _flipped(images):
     return np.ascontiguousarray(images[..., ::-1])
 
 
-def predict(network, images_uint8, batch_size=500, flip_tta=False):
-    """Predicted classes; with flip_tta, from the mean of the logits of each image and its mirror image."""
-    scores = logits(network, images_uint8, batch_size)
-    if flip_tta:
-        scores = (scores + logits(network, _flipped(images_uint8), batch_size)) / 2
-    return scores.argmax(axis=1)
+def predict_variants(network, images_uint8, batch_size=500):
+    """Predicted classes of both variants from one pass over the images and one over their mirror images:
+    {"plain": ..., "flip_tta": ...}, flip TTA's from the mean of an image's and its mirror image's logits."""
+    plain = logits(network, images_uint8, batch_size)
+    mirrored = logits(network, _flipped(images_uint8), batch_size)
+    return {"plain": plain.argmax(axis=1), "flip_tta": ((plain + mirrored) / 2).argmax(axis=1)}
 
 
 def summarize(predictions, labels, groups, num_classes):
@@ -82,12 +82,10 @@ def summarize(predictions, labels, groups, num_classes):
 
 
 def evaluate_network(network, images_uint8, labels, groups, num_classes, batch_size=500):
-    """Both variants from one pass over the images and one over their mirrors: {"plain": ..., "flip_tta": ...}."""
-    plain = logits(network, images_uint8, batch_size)
-    mirrored = logits(network, _flipped(images_uint8), batch_size)
-    predictions = {"plain": plain.argmax(axis=1), "flip_tta": ((plain + mirrored) / 2).argmax(axis=1)}
+    """Group and per-class accuracy of both variants (predict_variants): {"plain": ..., "flip_tta": ...}."""
+    predicted = predict_variants(network, images_uint8, batch_size)
     return {
-        variant: {"tta": TTA_VARIANTS[variant], **summarize(predictions[variant], labels, groups, num_classes)}
+        variant: {"tta": TTA_VARIANTS[variant], **summarize(predicted[variant], labels, groups, num_classes)}
         for variant in TTA_VARIANTS
     }
 

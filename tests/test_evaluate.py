@@ -20,7 +20,7 @@ from imbsam.evaluate import (
     group_accuracy,
     load_weights,
     per_class_accuracy,
-    predict,
+    predict_variants,
     summarize,
 )
 
@@ -108,17 +108,19 @@ def _threshold(images):
 def test_flip_tta_averages_the_logits_of_the_mirror_image(half_images):
     network = LeftHalfDetector(_threshold(half_images))
     network.set_train(True)
-    assert predict(network, half_images).tolist() == [0, 1]
-    assert predict(network, half_images, flip_tta=True).tolist() == [1, 1]
+    predicted = predict_variants(network, half_images)
+    assert predicted["plain"].tolist() == [0, 1]
+    assert predicted["flip_tta"].tolist() == [1, 1]
     assert not network.training
 
 
-def test_predict_does_not_depend_on_the_batch_size(half_images):
+def test_predict_variants_does_not_depend_on_the_batch_size(half_images):
     network = LeftHalfDetector(_threshold(half_images))
     images = np.concatenate([half_images] * 3)
-    for flip_tta in (False, True):
-        assert predict(network, images, batch_size=1, flip_tta=flip_tta).tolist() == \
-            predict(network, images, batch_size=500, flip_tta=flip_tta).tolist()
+    one_by_one = predict_variants(network, images, batch_size=1)
+    at_once = predict_variants(network, images, batch_size=500)
+    for variant in ("plain", "flip_tta"):
+        assert one_by_one[variant].tolist() == at_once[variant].tolist()
 
 
 def test_evaluate_network_reports_both_variants(half_images):
@@ -145,8 +147,8 @@ def test_a_checkpoint_restores_the_predictions(tmp_path):
     trained = _linear(seed=1)
     ms.save_checkpoint(trained, str(tmp_path / "last.ckpt"))
     fresh = _linear(seed=2)
-    assert predict(fresh, images).tolist() != predict(trained, images).tolist()
-    labels = predict(trained, images)
+    assert predict_variants(fresh, images)["plain"].tolist() != predict_variants(trained, images)["plain"].tolist()
+    labels = predict_variants(trained, images)["plain"]
     results = evaluate_checkpoint(fresh, tmp_path / "last.ckpt", images, labels,
                                   {"many": [0, 1], "medium": [2, 3], "few": []}, num_classes=4)
     assert results["plain"]["all"] == pytest.approx(100.0)
