@@ -31,6 +31,7 @@ from pathlib import Path
 from imbsam import params as schema
 from imbsam.device import claims
 from imbsam.device.target import preflight
+from imbsam.durations import format_duration
 from imbsam.errors import InputError
 from imbsam.train import RESUME_DIR_ENV, status_file
 
@@ -101,11 +102,6 @@ def queue(name):
     return found[1]
 
 
-def _clock(seconds):
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def progress_line(runs, tasks, statuses, jobs, epochs):
     """One line: done / running (where, which epoch) / queued / failed, and an estimate of the time left."""
     state = {run: tasks.get(experiment, "Queued") for run, experiment in runs.items()}
@@ -128,7 +124,7 @@ def progress_line(runs, tasks, statuses, jobs, epochs):
         left += len(queued) * epochs * epoch_seconds
     counts = {kind: sum(1 for run in runs if state[run] == kind) for kind in ("Success", "Failed")}
     busy = max(1, min(jobs, len(running) + len(queued)))
-    eta = f"ETA {_clock(left / busy)}" if epoch_seconds else "ETA after an epoch"
+    eta = f"ETA {format_duration(left / busy)}" if epoch_seconds else "ETA after an epoch"
     return (f"[{time.strftime('%H:%M:%S')}] {counts['Success']}/{len(runs)} done, {len(running)} running"
             + (f" ({'; '.join(parts)})" if parts else "") + f", {len(queued)} queued, {counts['Failed']} failed; "
             + (eta if running or queued else "all finished"))
@@ -210,7 +206,7 @@ def main(argv=None):
         retrained = re.findall(r"Running stage '(train@[^']+)'", result.stdout)
         if retrained:
             print(f"warning: the gathering trained {', '.join(retrained)} again: not in the run-cache")
-    print(f"trained {len(runs) - len(failed)} run(s) in {_clock(trained)}"
+    print(f"trained {len(runs) - len(failed)} run(s) in {format_duration(trained)}"
           + ("; push them for other hosts: dvc push --run-cache" if shares > 1 else ""))
     if failed:
         print("failed: " + "; ".join(f"{run} (its log: dvc queue logs {runs[run]})" for run in failed),

@@ -14,6 +14,7 @@ import numpy as np
 from tabulate import tabulate
 
 from imbsam import datasets, published, registry
+from imbsam.durations import format_duration
 from imbsam.params import flatten, paper_protocol
 
 GROUP_KEYS = ("many", "medium", "few", "all")
@@ -263,14 +264,6 @@ def sha256_of(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _duration(seconds):
-    if seconds is None:
-        return "n/a"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-
-
 def _device(info):
     if not info:
         return "n/a"
@@ -285,7 +278,7 @@ def runs_table(trains):
         img_per_s = run.get("train_img_per_s")
         rows.append([name, _device(run.get("device")), f"{run.get('epochs_completed')}/{run.get('epochs')}",
                      run.get("best_epoch"), run.get("last_epoch"), run.get("steps_per_epoch"),
-                     _duration(run.get("wall_time_s")), "n/a" if img_per_s is None else f"{img_per_s:.1f}"])
+                     format_duration(run.get("wall_time_s")), "n/a" if img_per_s is None else f"{img_per_s:.1f}"])
     return tabulate(rows, headers=["Run", "Device", "Epochs done/planned", "Best epoch", "Last epoch",
                                    "Steps/epoch", "Wall time", "Train img/s"], tablefmt="github",
                     disable_numparse=True)

@@ -7,7 +7,7 @@ after an interruption (Ctrl-C, SIGTERM, kill -9) continues from the last finishe
 and, on the CPU, ends with the same weights as an uninterrupted run. A checkpoint is only
 reused by a run with the same configuration (its hash names the folder).
 
-Runs started together (scripts/run_matrix.py) train in DVC's temporary experiment workspaces, which go
+Runs started together (python -m imbsam.matrix) train in DVC's temporary experiment workspaces, which go
 when the experiment ends: IMBSAM_RESUME_DIR puts the checkpoints elsewhere, and each run also keeps a
 status file there (device, epoch, seconds per epoch) for the launcher to show.
 """
@@ -27,8 +27,10 @@ import numpy as np
 
 from imbsam import registry
 from imbsam.data.augment import TrainBatches
+from imbsam.durations import format_duration
 from imbsam.errors import InputError
 from imbsam.evaluate import group_accuracy, logits, per_class_accuracy
+from imbsam.files import atomic_path, write_text
 from imbsam.models import create_model
 from imbsam.optim import make_optimizer, make_train_step
 from imbsam.schedules import epochs_at_zero, learning_rates
@@ -92,11 +94,7 @@ def status_file(resume_dir, name):
 
 
 def _write_json(path, value):
-    """Whole or not at all: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 class _Checkpoints:
@@ -113,16 +111,13 @@ class _Checkpoints:
         return json.loads(self.state_file.read_text())
 
     def save(self, epoch, network, optimizer, state, best_network_changed):
-        self.folder.mkdir(parents=True, exist_ok=True)
         names = {"train": f"epoch-{epoch:04d}.ckpt"}
         self._write(self.folder / names["train"], _state_parameters(network, optimizer))
         names["best"] = f"best-{epoch:04d}.ckpt" if best_network_changed else state.get("files", {}).get("best")
         if best_network_changed:
             self._write(self.folder / names["best"], list(network.get_parameters()))
         state = {**state, "files": names}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.state_file)
+        write_text(self.state_file, json.dumps(state, indent=1))
         for stale in self.folder.glob("*.ckpt"):
             if stale.name not in names.values():
                 stale.unlink()
@@ -132,9 +127,8 @@ class _Checkpoints:
     def _write(path, parameters):
         import mindspore as ms
 
-        tmp = path.with_name(f".{path.name}")  # save_checkpoint insists on the .ckpt suffix
-        ms.save_checkpoint(parameters, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as partial:
+            ms.save_checkpoint(parameters, str(partial))
 
 
 def _state_parameters(network, optimizer):
@@ -181,14 +175,6 @@ def evaluate_epoch(network, split, batch_size=EVAL_BATCH_SIZE):
     predictions = logits(network, split["test_images"], batch_size).argmax(axis=1)
     per_class = per_class_accuracy(predictions, split["test_labels"], summary["num_classes"])
     return group_accuracy(per_class, summary["groups"])
-
-
-def _format_duration(seconds):
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {rest % 60}s"
 
 
 def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernels="auto", mode="graph",
@@ -346,7 +332,7 @@ def typical_step_seconds(step_ends):
 def _print_estimate(log, per_step, total_steps, quick_run_hint):
     """Before a long run gets going, say how long it will take and how to run a short one instead."""
     total = per_step * total_steps
-    log(f"\nestimated training time: {_format_duration(total)} ({per_step:.2f} s/step, the median of steps "
+    log(f"\nestimated training time: {format_duration(total)} ({per_step:.2f} s/step, the median of steps "
         f"2-{_ESTIMATE_AFTER + 1}; per-epoch test evaluation not included)")
     if quick_run_hint and total > 3600:
         log(f"for a quick run instead: {quick_run_hint}")

@@ -23,6 +23,7 @@ import time
 import traceback
 
 from imbsam import registry
+from imbsam.durations import format_duration
 from imbsam.errors import InputError
 
 SECTIONS = ("host", "correctness", "speed")
@@ -189,18 +190,11 @@ def verdict(bundle):
     estimates = bundle.get("speed", {}).get("estimates", {})
     if "paper" in estimates:
         paper = estimates["paper"]
-        parts.append(f"the paper's protocol would take {_duration(paper['one_device_s'])} on one {target} "
-                     f"({_duration(paper['side_by_side_s'])} with one device per run)")
+        parts.append(f"the paper's protocol would take {format_duration(paper['one_device_s'])} on one {target} "
+                     f"({format_duration(paper['side_by_side_s'])} with one device per run)")
     if "quick" in estimates:
-        parts.append(f"the quick run {_duration(estimates['quick']['one_device_s'])}")
+        parts.append(f"the quick run {format_duration(estimates['quick']['one_device_s'])}")
     return True, "PASS: " + ("; ".join(parts) if parts else f"{target} works")
-
-
-def _duration(seconds):
-    hours = seconds / 3600
-    if hours >= 48:
-        return f"{hours / 24:.1f} days"
-    return f"{hours:.1f} h" if hours >= 1 else f"{seconds / 60:.0f} min"
 
 
 def _finish(bundle, started):
@@ -254,11 +248,11 @@ def _speed_markdown(speed, target):
                   tabulate(table, ["", "img/s", "ms/step", "compile s", "peak memory"], tablefmt="github",
                            floatfmt=("", ".1f", ".1f", ".1f", "")), ""]
     for name, estimate in speed["estimates"].items():
-        runs = ", ".join(f"{method} {_duration(seconds)}" for method, seconds in estimate["runs"].items())
+        runs = ", ".join(f"{method} {format_duration(seconds)}" for method, seconds in estimate["runs"].items())
         lines.append(f"- {'The paper' if name == 'paper' else 'The quick run'} (`{estimate['command']}`: "
                      f"{estimate['arch']}, {estimate['epochs']} epochs, {estimate['seeds']} seed): {runs}; "
-                     f"{_duration(estimate['one_device_s'])} one run after another on one {target}, "
-                     f"{_duration(estimate['side_by_side_s'])} with one device per run. Estimated from the rows "
+                     f"{format_duration(estimate['one_device_s'])} one run after another on one {target}, "
+                     f"{format_duration(estimate['side_by_side_s'])} with one device per run. Estimated from the rows "
                      "above: training steps and per-epoch test passes, not data preparation.")
     return lines
 

@@ -11,6 +11,8 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
+from imbsam.files import atomic_path
+
 FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")
 
 
@@ -28,15 +30,15 @@ def build(name):
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imbsam"
     target = cache / f"{source_path.stem}-{key}.so"
     if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
         compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            subprocess.run([compiler, *FLAGS, "-o", str(partial), str(source_path)],
-                           check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as error:
-            detail = getattr(error, "stderr", "") or error
-            raise BuildError(f"could not compile {source_path.name} with {compiler!r} ({detail}): "
-                             "install a C compiler (apt-get install gcc)") from None
-        partial.replace(target)  # atomic: a concurrent build of the same source writes the same file
+        # Atomic: a concurrent build of the same source writes the same file, and a process loading the library
+        # never finds half of it.
+        with atomic_path(target) as partial:
+            try:
+                subprocess.run([compiler, *FLAGS, "-o", str(partial), str(source_path)],
+                               check=True, capture_output=True, text=True)
+            except (OSError, subprocess.CalledProcessError) as error:
+                detail = getattr(error, "stderr", "") or error
+                raise BuildError(f"could not compile {source_path.name} with {compiler!r} ({detail}): "
+                                 "install a C compiler (apt-get install gcc)") from None
     return str(target)
