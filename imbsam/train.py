@@ -93,10 +93,6 @@ def status_file(resume_dir, name):
     return Path(resume_dir) / "status" / f"{name}.json"
 
 
-def _write_json(path, value):
-    write_text(path, json.dumps(value, indent=1, sort_keys=True))
-
-
 class _Checkpoints:
     """Atomic per-epoch checkpoints: the state file names the checkpoint it belongs to and is
     replaced last, so a kill at any moment leaves a consistent (older or newer) pair."""
@@ -163,13 +159,11 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-# Per-epoch test pass batch size: memory only, results do not depend on it.
-EVAL_BATCH_SIZE = 500
 # Steps timed (after the first, which compiles) before the total training time is estimated.
 _ESTIMATE_AFTER = 5
 
 
-def evaluate_epoch(network, split, batch_size=EVAL_BATCH_SIZE):
+def evaluate_epoch(network, split, batch_size):
     """Test accuracy without TTA (the authors' per-epoch selection criterion), per group, in percent."""
     summary = split["summary"]
     predictions = logits(network, split["test_images"], batch_size).argmax(axis=1)
@@ -178,28 +172,193 @@ def evaluate_epoch(network, split, batch_size=EVAL_BATCH_SIZE):
 
 
 def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernels="auto", mode="graph",
-          quick_run_hint="", log=print, progress=True):
+          quick_run_hint="", log=print, progress=True, eval_batch_size=500):
     """Train one run; return its metadata (also written to out_dir/train.json).
 
     kernels: the convolution and BatchNorm kernels (imbsam.models.create_model); the device metadata says which ran.
     mode: the train step's execution mode (imbsam.optim.make_train_step): "graph" or "pynative".
+    eval_batch_size: test images per forward pass of the per-epoch test (eval.batch_size): memory only.
 
     split: imbsam.data.load_split(...) output. out_dir receives model/last.ckpt, model/best.ckpt
     and train.json; resume_dir/<config hash> holds the per-epoch checkpoint until the run ends.
     """
-    import mindspore as ms
-    from mindspore import Tensor
-    from tqdm import tqdm
+    run = _Run(config, split, resume_dir, device, kernels, mode, log)
+    run.resume(live_dir)
+    run.start()
+    with _sigterm_as_interrupt():
+        try:
+            for epoch in range(run.state["epoch"] + 1, config.epochs + 1):
+                run.checkpoint(run.one_epoch(epoch, eval_batch_size, quick_run_hint, progress))
+        except KeyboardInterrupt:
+            done = run.state["epoch"]
+            raise InputError(f"interrupted during epoch {done + 1}: run the same command again to resume after "
+                             f"epoch {done} (checkpoint in {run.checkpoints.folder})") from None
+    return run.finish(out_dir)
 
-    from imbsam.criteria import create_loss
 
-    summary = split["summary"]
-    batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
-                           config.max_steps_per_epoch)
-    options = config.step_options(summary["class_counts"], batches.steps_per_epoch)
-    optimizer, loss = registry.module("optimizers", config.optimizer), registry.module("losses", config.loss)
-    tail_classes = options.get("tail_classes", [])
-    if "tail_classes" in options and not tail_classes:
+@dataclass(frozen=True)
+class _Epoch:
+    """A trained and tested epoch: its record (what dvclive logs and the history keeps) and its share of the
+    run's totals."""
+
+    record: dict
+    images: int
+    train_seconds: float
+    started: float  # time.perf_counter() at its start
+
+
+class _Run:
+    """One run's parts and progress, in the steps train() takes: setup (here), resume, start, then one_epoch and
+    checkpoint for each epoch left, and finish."""
+
+    def __init__(self, config, split, resume_dir, device, kernels, mode, log):
+        """Setup: the batches, the optimizer's and the loss's options (saying what is odd about them), the
+        network, its loss, schedule and train step."""
+        import mindspore as ms
+
+        from imbsam.criteria import create_loss
+
+        self.config, self.split, self.resume_dir, self.log = config, split, resume_dir, log
+        summary = split["summary"]
+        self.batches = TrainBatches(split["train_images"], split["train_labels"], config.batch_size, config.seed,
+                                    config.max_steps_per_epoch)
+        options = config.step_options(summary["class_counts"], self.batches.steps_per_epoch)
+        self.optimizer = registry.module("optimizers", config.optimizer)
+        self.loss = registry.module("losses", config.loss)
+        self.tail_classes = options.get("tail_classes", [])
+        _say_about_the_options(log, config, self.optimizer, options)
+        self.checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
+
+        ms.set_seed(config.seed)
+        self.network = create_model(config.arch, summary["num_classes"], seed=config.seed, kernels=kernels,
+                                    normalised_head=self.loss.NORMALISED_HEAD)
+        self.loss_options = config.loss_options(summary["class_counts"])
+        self.loss_fn = create_loss(config.loss, summary["num_classes"], self.loss_options)
+        self.device = {**(device or {}), "mode": mode, "kernels": self.network.kernels}
+        self.schedule = learning_rates(config.schedule, config.lr, config.epochs, self.batches.steps_per_epoch)
+        self.base_optimizer = make_optimizer(self.network, self.schedule, config.momentum, config.weight_decay,
+                                             config.decay_bn)
+        self.step = make_train_step(self.network, self.loss_fn, self.base_optimizer, config.optimizer, mode=mode,
+                                    **options)
+
+    def resume(self, live_dir):
+        """The weights and state after the last finished epoch of the checkpoint, if there is one; dvclive
+        replays the epochs it already has."""
+        config, state = self.config, self.checkpoints.load_state()
+        if state:
+            _load_into([self.network, self.base_optimizer], self.checkpoints.folder / state["files"]["train"])
+            self.log(f"resuming {config.optimizer} seed {config.seed} after epoch {state['epoch']} of "
+                     f"{config.epochs} from {self.checkpoints.folder}")
+        else:
+            state = {"epoch": 0, "history": [], "best_epoch": None, "best_acc": -1.0, "train_seconds": 0.0,
+                     "wall_seconds": 0.0, "train_images": 0}
+        self.state = state
+        self.live = _Live(live_dir, state["history"]) if live_dir else None
+
+    def start(self):
+        """Say what trains, and how the schedule and the loss will behave; write the run's first status."""
+        config, device, steps = self.config, self.device, self.batches.steps_per_epoch
+        self.log(f"training {config.optimizer} seed {config.seed}: {config.arch}, {self.loss.LABEL} loss, "
+                 f"{config.epochs} epochs x {steps} steps of {config.batch_size}, {len(self.tail_classes)} tail "
+                 f"classes, device {device.get('target', '?')} ({device['mode']}, {device['kernels']} kernels)")
+        _say_epochs_at_zero(self.log, config, epochs_at_zero(self.schedule, steps))
+        if self.loss_options.get("weights_from_epoch", 0) > config.epochs:
+            self.log(f"note: {config.loss}.drw_after={config.loss_params['drw_after']} is not below train.epochs="
+                     f"{config.epochs}: this run never re-weights (LDAM without DRW); lower {config.loss}.drw_after")
+        self.started, self.resumed_after = time.time(), self.state["epoch"]
+        self.status = {"run": f"{config.optimizer}-{config.seed}", "pid": os.getpid(),
+                       "device": device.get("slot") or device.get("target"), "epochs": config.epochs,
+                       "epoch": self.state["epoch"], "epoch_seconds": None, "started_at": self.started,
+                       "finished": False}
+        self._write_status()
+
+    def one_epoch(self, epoch, eval_batch_size, quick_run_hint, progress):
+        """Train one epoch, then test without TTA; a few steps into the first, estimate the whole run's time."""
+        from mindspore import Tensor
+        from tqdm import tqdm
+
+        config, steps = self.config, self.batches.steps_per_epoch
+        started = time.perf_counter()
+        self.loss_fn.start_epoch(epoch)
+        losses, seen, step_ends = [], 0, []
+        bar = tqdm(self.batches.epoch(epoch), total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="step",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        for i, (images, labels) in enumerate(bar):
+            losses.append(self.step(Tensor(images), Tensor(labels)))
+            seen += len(labels)
+            if i % 10 == 9:
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(loss=f"{float(losses[-1].asnumpy()):.3f}", img_s=f"{seen / elapsed:.0f}")
+            if epoch == 1 and i <= _ESTIMATE_AFTER:
+                step_ends.append(time.perf_counter())
+                if i == _ESTIMATE_AFTER:
+                    _print_estimate(self.log, typical_step_seconds(step_ends), steps * config.epochs, quick_run_hint)
+        train_loss = float(np.mean([value.asnumpy() for value in losses]))
+        train_seconds = time.perf_counter() - started
+        test = evaluate_epoch(self.network, self.split, eval_batch_size)
+        record = {"epoch": epoch, "train/loss": train_loss, "lr": float(self.schedule[(epoch - 1) * steps]),
+                  "train/img_per_s": seen / train_seconds, **{f"test/{k}": v for k, v in test.items()}}
+        return _Epoch(record, seen, train_seconds, started)
+
+    def checkpoint(self, epoch):
+        """Keep a finished epoch: the state and checkpoint (a new best too), dvclive's curves, the status file."""
+        record, state = epoch.record, self.state
+        improved = record["test/all"] is not None and record["test/all"] > state["best_acc"]
+        state = {**state, "epoch": record["epoch"], "history": [*state["history"], record],
+                 "train_seconds": state["train_seconds"] + epoch.train_seconds,
+                 "wall_seconds": state["wall_seconds"] + time.perf_counter() - epoch.started,
+                 "train_images": state["train_images"] + epoch.images}
+        if improved:
+            state.update(best_epoch=record["epoch"], best_acc=record["test/all"])
+        self.state = self.checkpoints.save(record["epoch"], self.network, self.base_optimizer, state, improved)
+        if self.live:
+            self.live.log(record)
+        self._write_status(epoch=record["epoch"], epoch_seconds=time.perf_counter() - epoch.started)
+        self.log(f"epoch {record['epoch']}/{self.config.epochs}: loss {record['train/loss']:.4f}, test acc "
+                 f"{_pct(record['test/all'])} (many {_pct(record['test/many'])}, medium {_pct(record['test/medium'])}, "
+                 f"few {_pct(record['test/few'])}), {record['train/img_per_s']:.0f} img/s")
+
+    def finish(self, out_dir):
+        """The last and best weights and train.json into out_dir; the checkpoint folder goes; the metadata."""
+        import mindspore as ms
+
+        config, state = self.config, self.state
+        out_dir = Path(out_dir)
+        (out_dir / "model").mkdir(parents=True, exist_ok=True)
+        ms.save_checkpoint(list(self.network.get_parameters()), str(out_dir / "model" / "last.ckpt"))
+        shutil.copyfile(self.checkpoints.folder / state["files"]["best"], out_dir / "model" / "best.ckpt")
+        metadata = {
+            "optimizer": config.optimizer, "label": self.optimizer.LABEL, "seed": config.seed, "arch": config.arch,
+            "loss": config.loss,
+            "epochs": config.epochs, "epochs_completed": state["epoch"], "last_epoch": state["epoch"],
+            "best_epoch": state["best_epoch"], "best_test_acc_plain": state["best_acc"],
+            "last_test_acc_plain": state["history"][-1]["test/all"],
+            "steps_per_epoch": self.batches.steps_per_epoch, "max_steps_per_epoch": config.max_steps_per_epoch,
+            "tail_classes": self.tail_classes,
+            "train_seconds": round(state["train_seconds"], 3),
+            "wall_time_s": round(state["wall_seconds"], 3),
+            "train_img_per_s": round(state["train_images"] / max(state["train_seconds"], 1e-9), 2),
+            "device": self.device, "config": asdict(config), "history": state["history"],
+            # This process's training, in seconds since the epoch: a resumed run's part after `resumed_after_epoch`.
+            "started_at": round(self.started, 3), "finished_at": round(time.time(), 3),
+            "resumed_after_epoch": self.resumed_after,
+        }
+        (out_dir / "train.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
+        shutil.rmtree(self.checkpoints.folder)
+        self._write_status(finished=True)
+        return metadata
+
+    def _write_status(self, **changes):
+        """The status file (status_file) a launcher of many runs shows, replaced whole."""
+        self.status.update(changes)
+        write_text(status_file(self.resume_dir, self.status["run"]), json.dumps(self.status, indent=1,
+                                                                                sort_keys=True))
+
+
+def _say_about_the_options(log, config, optimizer, options):
+    """Before a run starts: an optimizer option that makes it another method, or a loss its defaults were not
+    tuned with."""
+    if "tail_classes" in options and not options["tail_classes"]:
         log(f"warning: no class has fewer than {config.optimizer}.eta={config.optimizer_params['eta']} training "
             f"images: {optimizer.LABEL} then has no tail class and no tail term (ImbSAM equals SGD, SSE-SAM SAM at "
             f"head_rho); raise {config.optimizer}.eta")
@@ -207,110 +366,6 @@ def train(config, split, out_dir, resume_dir, live_dir=None, device=None, kernel
     if tuned_with and config.loss != tuned_with:
         log(f"note: {optimizer.LABEL}'s defaults come from its authors' runs with train.loss={tuned_with}; "
             f"this run uses train.loss={config.loss}")
-    checkpoints = _Checkpoints(Path(resume_dir) / config.digest(summary.get("md5")))
-
-    ms.set_seed(config.seed)
-    network = create_model(config.arch, summary["num_classes"], seed=config.seed, kernels=kernels,
-                           normalised_head=loss.NORMALISED_HEAD)
-    loss_options = config.loss_options(summary["class_counts"])
-    loss_fn = create_loss(config.loss, summary["num_classes"], loss_options)
-    device = {**(device or {}), "mode": mode, "kernels": network.kernels}
-    schedule = learning_rates(config.schedule, config.lr, config.epochs, batches.steps_per_epoch)
-    base_optimizer = make_optimizer(network, schedule, config.momentum, config.weight_decay, config.decay_bn)
-    step = make_train_step(network, loss_fn, base_optimizer, config.optimizer, mode=mode, **options)
-
-    state = checkpoints.load_state()
-    if state:
-        _load_into([network, base_optimizer], checkpoints.folder / state["files"]["train"])
-        log(f"resuming {config.optimizer} seed {config.seed} after epoch {state['epoch']} of {config.epochs} "
-            f"from {checkpoints.folder}")
-    else:
-        state = {"epoch": 0, "history": [], "best_epoch": None, "best_acc": -1.0, "train_seconds": 0.0,
-                 "wall_seconds": 0.0, "train_images": 0}
-    live = _Live(live_dir, state["history"]) if live_dir else None
-
-    log(f"training {config.optimizer} seed {config.seed}: {config.arch}, {loss.LABEL} loss, "
-        f"{config.epochs} epochs x "
-        f"{batches.steps_per_epoch} steps of {config.batch_size}, {len(tail_classes)} tail classes, "
-        f"device {device.get('target', '?')} ({mode}, {network.kernels} kernels)")
-    _say_epochs_at_zero(log, config, epochs_at_zero(schedule, batches.steps_per_epoch))
-    if loss_options.get("weights_from_epoch", 0) > config.epochs:
-        log(f"note: {config.loss}.drw_after={config.loss_params['drw_after']} is not below train.epochs="
-            f"{config.epochs}: this run never re-weights (LDAM without DRW); lower {config.loss}.drw_after")
-    started, resumed_after = time.time(), state["epoch"]
-    status = {"run": f"{config.optimizer}-{config.seed}", "pid": os.getpid(), "device": device.get("slot")
-              or device.get("target"), "epochs": config.epochs, "epoch": state["epoch"], "epoch_seconds": None,
-              "started_at": started, "finished": False}
-    status_path = status_file(resume_dir, status["run"])
-    _write_json(status_path, status)
-    with _sigterm_as_interrupt():
-        try:
-            for epoch in range(state["epoch"] + 1, config.epochs + 1):
-                epoch_started = time.perf_counter()
-                loss_fn.start_epoch(epoch)
-                losses, seen, step_ends = [], 0, []
-                bar = tqdm(batches.epoch(epoch), total=batches.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}",
-                           unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-                for i, (images, labels) in enumerate(bar):
-                    losses.append(step(Tensor(images), Tensor(labels)))
-                    seen += len(labels)
-                    if i % 10 == 9:
-                        elapsed = time.perf_counter() - epoch_started
-                        bar.set_postfix(loss=f"{float(losses[-1].asnumpy()):.3f}", img_s=f"{seen / elapsed:.0f}")
-                    if epoch == 1 and i <= _ESTIMATE_AFTER:
-                        step_ends.append(time.perf_counter())
-                        if i == _ESTIMATE_AFTER:
-                            _print_estimate(log, typical_step_seconds(step_ends),
-                                            batches.steps_per_epoch * config.epochs, quick_run_hint)
-                train_loss = float(np.mean([loss.asnumpy() for loss in losses]))
-                train_seconds = time.perf_counter() - epoch_started
-                test = evaluate_epoch(network, split)
-                epoch_lr = float(schedule[(epoch - 1) * batches.steps_per_epoch])
-                record = {"epoch": epoch, "train/loss": train_loss, "lr": epoch_lr,
-                          "train/img_per_s": seen / train_seconds, **{f"test/{k}": v for k, v in test.items()}}
-                improved = test["all"] is not None and test["all"] > state["best_acc"]
-                state = {**state, "epoch": epoch, "history": [*state["history"], record],
-                         "train_seconds": state["train_seconds"] + train_seconds,
-                         "wall_seconds": state["wall_seconds"] + time.perf_counter() - epoch_started,
-                         "train_images": state["train_images"] + seen}
-                if improved:
-                    state.update(best_epoch=epoch, best_acc=test["all"])
-                state = checkpoints.save(epoch, network, base_optimizer, state, improved)
-                if live:
-                    live.log(record)
-                status.update(epoch=epoch, epoch_seconds=time.perf_counter() - epoch_started)
-                _write_json(status_path, status)
-                log(f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}, test acc {_pct(test['all'])} "
-                    f"(many {_pct(test['many'])}, medium {_pct(test['medium'])}, few {_pct(test['few'])}), "
-                    f"{seen / train_seconds:.0f} img/s")
-        except KeyboardInterrupt:
-            done = state["epoch"]
-            raise InputError(f"interrupted during epoch {done + 1}: run the same command again to resume after "
-                             f"epoch {done} (checkpoint in {checkpoints.folder})") from None
-
-    out_dir = Path(out_dir)
-    (out_dir / "model").mkdir(parents=True, exist_ok=True)
-    ms.save_checkpoint(list(network.get_parameters()), str(out_dir / "model" / "last.ckpt"))
-    shutil.copyfile(checkpoints.folder / state["files"]["best"], out_dir / "model" / "best.ckpt")
-    metadata = {
-        "optimizer": config.optimizer, "label": optimizer.LABEL, "seed": config.seed, "arch": config.arch,
-        "loss": config.loss,
-        "epochs": config.epochs, "epochs_completed": state["epoch"], "last_epoch": state["epoch"],
-        "best_epoch": state["best_epoch"], "best_test_acc_plain": state["best_acc"],
-        "last_test_acc_plain": state["history"][-1]["test/all"],
-        "steps_per_epoch": batches.steps_per_epoch, "max_steps_per_epoch": config.max_steps_per_epoch,
-        "tail_classes": tail_classes,
-        "train_seconds": round(state["train_seconds"], 3),
-        "wall_time_s": round(state["wall_seconds"], 3),
-        "train_img_per_s": round(state["train_images"] / max(state["train_seconds"], 1e-9), 2),
-        "device": device, "config": asdict(config), "history": state["history"],
-        # This process's training, in seconds since the epoch: a resumed run's part after `resumed_after_epoch`.
-        "started_at": round(started, 3), "finished_at": round(time.time(), 3), "resumed_after_epoch": resumed_after,
-    }
-    (out_dir / "train.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
-    shutil.rmtree(checkpoints.folder)
-    _write_json(status_path, {**status, "finished": True})
-    return metadata
 
 
 def _say_epochs_at_zero(log, config, epochs):

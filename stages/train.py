@@ -23,7 +23,7 @@ def main():
     quick_run = f"{exp_run_command(QUICK_RUN)} (see README: Quick CPU run)"
     train(TrainConfig.from_params(params, optimizer, seed), load_split("data/split"), out_dir=f"runs/{name}",
           resume_dir=resume_root(), live_dir=f"runs/{name}/live", device=device, kernels=params.train.kernels,
-          mode=resolve_mode(params.train.mode), quick_run_hint=quick_run)
+          mode=resolve_mode(params.train.mode), quick_run_hint=quick_run, eval_batch_size=params.eval.batch_size)
 
 
 if __name__ == "__main__":
