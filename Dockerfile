@@ -32,9 +32,9 @@
 #
 # Runtime environment (all targets)
 #   IMBSAM_IMAGE_TARGET   cpu | gpu | ascend: the device this image was built for
-#   IMBSAM_DVC_CACHE_DIR  default /cache: if a volume is mounted there, the
-#                         entrypoint makes it DVC's cache (see docker/entrypoint.sh)
-#   HOME=/tmp             writable for any --user uid (git, DVC, matplotlib config)
+#   PATH                  the venv's bin first
+# The rest of the environment all targets share is stated once, in docker/entrypoint.sh, which every target
+# runs (cpu and gpu on one base, ascend on CANN's: no stage could carry an ENV to both).
 
 ARG BASE_IMAGE=""
 ARG ASCEND_BASE_IMAGE=ascendai/cann:9.1.0-910b-ubuntu22.04-py3.11
@@ -67,15 +67,7 @@ RUN --mount=type=secret,id=pip-cert \
 
 # ---------------------------------------------------------------- runtime: what both images run with
 FROM os AS runtime
-ENV PATH=/opt/venv/bin:$PATH \
-    HOME=/tmp \
-    IMBSAM_DVC_CACHE_DIR=/cache \
-    DVC_NO_ANALYTICS=1 \
-    MPLBACKEND=Agg \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LANG=C.UTF-8
+ENV PATH=/opt/venv/bin:$PATH
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/lib/imbsam/
 # Writable by any --user uid: DVC's site cache, and the mount points of the DVC cache volume and
 # of the gpu image's CUDA JIT cache volume (Docker gives a new named volume the mode of the
@@ -121,15 +113,7 @@ RUN --mount=type=secret,id=pip-cert \
     && /usr/local/lib/imbsam/prune-plugins.sh gpu \
     && install -d -m 1777 /var/tmp/dvc /var/tmp/dvc/repo /cache
 ENV IMBSAM_IMAGE_TARGET=ascend \
-    PATH=/opt/venv/bin:$PATH \
-    HOME=/tmp \
-    IMBSAM_DVC_CACHE_DIR=/cache \
-    DVC_NO_ANALYTICS=1 \
-    MPLBACKEND=Agg \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LANG=C.UTF-8
+    PATH=/opt/venv/bin:$PATH
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/lib/imbsam/
 WORKDIR /workspace
 ENTRYPOINT ["/usr/local/lib/imbsam/entrypoint.sh"]

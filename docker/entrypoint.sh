@@ -3,6 +3,17 @@
 # run the command (default: dvc repro) in /workspace.
 set -euo pipefail
 
+# The environment every target runs with, stated once here: the targets stand on different bases, so no
+# Dockerfile stage reaches them all. A value given with `docker run -e` wins; IMBSAM_DVC_CACHE_DIR= (empty)
+# leaves DVC's cache in the clone.
+export IMBSAM_DVC_CACHE_DIR=${IMBSAM_DVC_CACHE_DIR-/cache} \
+    DVC_NO_ANALYTICS=${DVC_NO_ANALYTICS-1} \
+    MPLBACKEND=${MPLBACKEND-Agg} \
+    PYTHONUNBUFFERED=${PYTHONUNBUFFERED-1} \
+    PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR-1} \
+    PIP_DISABLE_PIP_VERSION_CHECK=${PIP_DISABLE_PIP_VERSION_CHECK-1} \
+    LANG=${LANG-C.UTF-8}
+
 # HOME must be writable for any --user uid (git, DVC and matplotlib write there).
 if [ ! -w "${HOME:-/nonexistent}" ]; then
     export HOME=/tmp
