@@ -8,6 +8,7 @@ import pytest
 
 from imbsam.bench import kinks, oracle
 from imbsam.bench import step as bench
+from imbsam.bench.twin import torch_resnet
 
 
 def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
@@ -108,7 +109,7 @@ def test_kinks_keeps_the_flips_that_explain_a_gradient_and_no_more(capsys):
 def test_kinks_names_every_relu_of_the_torch_twin():
     torch = pytest.importorskip("torch")  # a benchmark-only extra, not in the requirements
     relu = kinks.FlippableReLU()
-    bench._torch_resnet(torch, kinks.ARCH, relu)(torch.zeros(2, 3, 32, 32))
+    torch_resnet(torch, kinks.ARCH, relu)(torch.zeros(2, 3, 32, 32))
     assert relu.calls == len(kinks.relu_names())
 
 
@@ -117,7 +118,7 @@ def test_torch_twin_has_the_mindspore_network_shape(arch):
     torch = pytest.importorskip("torch")  # a benchmark-only extra, not in the requirements
     from imbsam.models import create_model
 
-    twin = bench._torch_resnet(torch, arch)
+    twin = torch_resnet(torch, arch)
     network = create_model(arch)
     assert sorted(tuple(p.shape) for p in twin.parameters()) == sorted(
         tuple(p.shape) for p in network.trainable_params())

@@ -1,8 +1,10 @@
 """Benchmarks, on the library's public functions only: `python -m imbsam.bench` (a train step of every
-method against its arithmetic floor, imbsam.bench.step), `python -m imbsam.bench.conv` (one
-convolution layer, imbsam.bench.conv), `python -m imbsam.bench.oracle` (every method's accuracy against
-PyTorch float64, imbsam.bench.oracle) and `python -m imbsam.bench.kinks` (whether a gradient far from float64's
-is a ReLU on the other side of its kink, imbsam.bench.kinks). How to run and read them: docs/performance.md.
+optimizer against its arithmetic floor: imbsam.bench.step plans the rows and prints the report, imbsam.bench.worker
+runs each row's runner from imbsam.bench.runners in a process of its own, on imbsam.bench.workload's labels),
+`python -m imbsam.bench.conv` (one convolution layer, imbsam.bench.conv), `python -m imbsam.bench.oracle` (every
+optimizer's accuracy against PyTorch float64, imbsam.bench.oracle) and `python -m imbsam.bench.kinks` (whether a
+gradient far from float64's is a ReLU on the other side of its kink, imbsam.bench.kinks); the last two and
+--compare-torch run the network's PyTorch twin, imbsam.bench.twin. How to run and read them: docs/performance.md.
 """
 
 import argparse

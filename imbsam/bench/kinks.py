@@ -20,7 +20,7 @@ from imbsam import registry
 from imbsam.architectures import ARCHITECTURES, blocks
 from imbsam.bench import positive_int, require_torch
 from imbsam.bench.oracle import _batches, torch_twin
-from imbsam.bench.step import longtail_dataset
+from imbsam.bench.workload import longtail_dataset
 from imbsam.params import defaults
 
 ARCH, NUM_CLASSES, MAX_CANDIDATES = "resnet32", 100, 40

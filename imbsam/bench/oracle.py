@@ -24,7 +24,8 @@ import numpy as np
 
 from imbsam import registry, verify
 from imbsam.bench import positive_int, require_torch, subset
-from imbsam.bench.step import _torch_resnet, longtail_dataset
+from imbsam.bench.twin import torch_resnet
+from imbsam.bench.workload import longtail_dataset
 from imbsam.params import defaults
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-3
@@ -92,8 +93,8 @@ def twin_of(optimizer):
 
 def torch_twin(torch, initial, dtype, stats=(), relu=None):
     """ResNet-32's PyTorch twin at `dtype` in train mode, holding MindSpore's initial weights and, if given, running
-    statistics; relu as _torch_resnet takes it. (network, its parameters, its BatchNorms)."""
-    net = _torch_resnet(torch, "resnet32", relu).to(dtype).train()
+    statistics; relu as imbsam.bench.twin.torch_resnet takes it. (network, its parameters, its BatchNorms)."""
+    net = torch_resnet(torch, "resnet32", relu).to(dtype).train()
     params = list(net.parameters())
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Train-step throughput of the methods table's optimizers, set against the floors the network's own passes imply.
+"""Train-step throughput of every optimizer, set against the floors the network's own passes imply.
 
     python -m imbsam.bench --arch resnet34 --batch-size 64 --compare-torch
 
@@ -18,43 +18,28 @@ Labels follow CIFAR-100-LT at imbalance factor 100, so ImbSAM meets batches with
 """
 
 import argparse
-import itertools
 import json
 import multiprocessing
-import os
-import resource
 import sys
-import time
 
 import numpy as np
 from tabulate import tabulate
 
 from imbsam import registry, verify
-from imbsam.architectures import ARCHITECTURES, blocks
 from imbsam.bench import positive_int, require_torch, subset
-from imbsam.data.split import longtail_counts
-from imbsam.datasets import cifar100
+from imbsam.bench.runners import InputPipeline, MindSporeEvaluation, MindSporePass, MindSporeStep, TorchSGD
+from imbsam.bench.worker import Worker, WorkerError
+from imbsam.bench.workload import NUM_CLASSES, PAPER, SEED, longtail_dataset
 from imbsam.device.target import resolve_mode
-from imbsam.kernels.environment import ONEDNN_ISA_ENV, USER_ENVIRONMENT, restore_user_environment
-from imbsam.params import ARCHS, KERNELS, STEP_MODES, TARGETS, defaults
+from imbsam.kernels.environment import USER_ENVIRONMENT
+from imbsam.params import ARCHS, KERNELS, STEP_MODES, TARGETS
 
-# CIFAR-100-LT at imbalance factor 100 and the paper's hyper-parameters: params.yaml's defaults.
-PAPER = defaults()
-NUM_CLASSES = cifar100.NUM_CLASSES
 MODES = tuple(reversed(STEP_MODES))  # side by side in this order: op by op, then compiled
-SEED = 0
 
 PASSES = ("forward", "forward+backward")
 PIPELINE = "input pipeline"
 EVALUATION = "evaluate"
 TORCH_SGD = "torch sgd"
-
-
-def longtail_dataset():
-    """(labels of the 10847 CIFAR-100-LT IF=100 training images, per-class counts)."""
-    counts = longtail_counts(NUM_CLASSES, cifar100.TRAIN_PER_CLASS, PAPER["split"]["imb_factor"],
-                             PAPER["split"]["profile"])
-    return np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), counts), counts
 
 
 def tail_classes():
@@ -94,321 +79,6 @@ def expected_tail_free_fraction(batch_size):
     return float(np.prod([(head - i) / (total - i) for i in range(batch_size)]))
 
 
-# ---- what the workers measure: objects with step(i) -> (images, result) and sync(result) ----
-
-class _MindSporeRun:
-    """Shared set-up: device, network and batches; `describe` reports what the main process prints."""
-
-    def __init__(self, options):
-        from imbsam.device.target import setup
-
-        self.device = setup(options["device"], options["mode"])
-        import mindspore as ms
-        from mindspore import Tensor
-
-        from imbsam.models import create_model
-
-        self.ms = ms
-        self.network = create_model(options["arch"], NUM_CLASSES, seed=SEED, kernels=options["kernels"])
-        self.network.set_train(True)
-        rng = np.random.default_rng(SEED)
-        self.batch_size = options["batch_size"]
-        self.images = Tensor(rng.standard_normal((self.batch_size, 3, 32, 32)).astype(np.float32))
-        self.labels = [Tensor(batch) for batch in options["labels"]]
-
-    def describe(self):
-        return {**self.device, "threads": self.ms.get_context("runtime_num_threads"), "kernels": self.network.kernels,
-                "parameters": sum(p.size for p in self.network.trainable_params())}
-
-    def peak_device_mib(self):
-        """What MindSpore's allocator held at most on the accelerator; None on the CPU, whose figure is the RSS."""
-        if self.device["target"] == "CPU":
-            return None
-        return self.ms.runtime.max_memory_allocated() / 2**20
-
-
-class _MindSporeStep(_MindSporeRun):
-    def __init__(self, options):
-        super().__init__(options)
-        from imbsam.criteria import create_loss
-        from imbsam.optim import make_optimizer, make_train_step
-
-        train = PAPER["train"]
-        self.optimizer = make_optimizer(self.network, train["lr"], train["momentum"], train["weight_decay"])
-        name = options["method"]
-        step_options = registry.module("optimizers", name).Params(**PAPER[name]).step_options(longtail_dataset()[1])
-        # The paper's loss as training builds it.
-        loss_fn = create_loss(train["loss"], NUM_CLASSES, {})
-        self.train_step = make_train_step(self.network, loss_fn, self.optimizer, name, mode=self.device["mode"],
-                                          **step_options)
-
-    def step(self, i):
-        return self.batch_size, self.train_step(self.images, self.labels[i])
-
-    def sync(self, loss):
-        loss.asnumpy()
-        # The loss is ready before the optimizer's update; the first weight is written by it.
-        self.optimizer.parameters[0].asnumpy()
-
-
-class _MindSporePass(_MindSporeRun):
-    """One forward (train mode, BatchNorm updating) or forward+backward as make_train_step computes it:
-    a Cell, so graph mode compiles it as it compiles the step."""
-
-    def __init__(self, options):
-        super().__init__(options)
-        import mindspore as ms
-        from mindspore import Tensor, nn
-
-        from imbsam.criteria import create_loss
-        from imbsam.optim import WeightedGradients, make_optimizer
-
-        # One update at learning rate 0 leaves the weights as they are but stores them as training does:
-        # on a network no optimizer ever wrote, ResNet-32's passes ran about 25% faster than in training.
-        optimizer = make_optimizer(self.network, 0.0, momentum=0.0, weight_decay=0.0)
-        optimizer(tuple(ms.ops.zeros_like(p) for p in optimizer.parameters))
-        self.uniform = Tensor(np.full(self.batch_size, 1.0 / self.batch_size, dtype=np.float32))
-        loss_fn = create_loss(PAPER["train"]["loss"], NUM_CLASSES, {})
-        if options["pass"] == "forward":
-            self.run = _forward_cell(nn, self.network, loss_fn)
-        else:
-            # The very Cell the train step differentiates with, so the floor is the step's own pass.
-            gradients = WeightedGradients(self.network, loss_fn, optimizer.parameters)
-            self.run = lambda images, labels, weights: gradients(images, labels, ms.mutable((weights,)))[1][0]
-
-    def step(self, i):
-        return self.batch_size, self.run(self.images, self.labels[i], self.uniform)
-
-    def sync(self, result):
-        # Backward runs from the loss to the input: the first layer's gradient is its last result.
-        (result[0] if isinstance(result, tuple) else result).asnumpy()
-
-
-class _MindSporeEvaluation(_MindSporeRun):
-    """The per-epoch test pass: eval mode (BatchNorm reading its running statistics), batches of
-    eval.batch_size, as imbsam.train evaluates after every epoch."""
-
-    def __init__(self, options):
-        super().__init__({**options, "batch_size": PAPER["eval"]["batch_size"]})
-        self.network.set_train(False)
-
-    def step(self, i):
-        return self.batch_size, self.network(self.images)
-
-    def sync(self, result):
-        result.asnumpy()
-
-
-def _forward_cell(nn, network, loss_fn):
-    class Forward(nn.Cell):
-        def __init__(self):
-            super().__init__(auto_prefix=False)
-            self.network = network
-            self.loss_fn = loss_fn
-
-        def construct(self, images, labels, sample_weights):
-            return (self.loss_fn(self.network(images), labels) * sample_weights).sum()
-
-    return Forward()
-
-
-class _InputPipeline:
-    """TrainBatches over random uint8 images with the long-tailed labels.
-
-    Each timed loop reads a freshly started stream and closes it at the end: its producer thread
-    must neither work while other rows are timed nor start a loop with batches already made."""
-
-    def __init__(self, options):
-        from imbsam.data.augment import TrainBatches
-
-        labels = longtail_dataset()[0]
-        images = np.random.default_rng(SEED).integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
-        self.batches = TrainBatches(images, labels, options["batch_size"], SEED)
-        self.epochs = itertools.count(1)
-        self.stream = None
-
-    def _fresh_stream(self):
-        for epoch in self.epochs:
-            yield from self.batches.epoch(epoch)
-
-    def describe(self):
-        return {}
-
-    def step(self, i):
-        if self.stream is None:
-            self.stream = self._fresh_stream()
-        images, _ = next(self.stream)
-        return len(images), None
-
-    def sync(self, result):
-        self.stream.close()  # stops the producer thread
-        self.stream = None
-
-
-class _TorchSGD:
-    """The same network's SGD step in PyTorch on the CPU, with MindSpore's thread count and the user's
-    environment: not imbsam's CPU defaults, which this process inherits (an AVX2 cap slowed PyTorch's
-    128-channel convolution 1.3x)."""
-
-    def __init__(self, options):
-        restore_user_environment(options["environment"])
-        import torch
-
-        torch.set_num_threads(options["threads"])
-        torch.manual_seed(SEED)
-        self.torch = torch
-        self.network = _torch_resnet(torch, options["arch"]).train()
-        train = PAPER["train"]
-        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=train["lr"], momentum=train["momentum"],
-                                         weight_decay=train["weight_decay"])
-        self.loss_fn = torch.nn.CrossEntropyLoss()
-        self.batch_size = options["batch_size"]
-        self.images = torch.randn(self.batch_size, 3, 32, 32)
-        self.labels = [torch.from_numpy(batch.astype(np.int64)) for batch in options["labels"]]
-
-    def describe(self):
-        return {"torch": self.torch.__version__, "threads": self.torch.get_num_threads(),
-                "isa": self.torch.backends.cpu.get_cpu_capability(),
-                "onednn_max_cpu_isa": os.environ.get(ONEDNN_ISA_ENV),
-                "parameters": sum(p.numel() for p in self.network.parameters())}
-
-    def step(self, i):
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.network(self.images), self.labels[i])
-        loss.backward()
-        self.optimizer.step()
-        return self.batch_size, loss
-
-    def sync(self, loss):
-        loss.item()
-
-
-def _torch_resnet(torch, arch, relu=None):
-    """The PyTorch twin of imbsam.models' network `arch`, built from the same imbsam.architectures entry.
-    relu: the function every ReLU of the network calls, in forward order (default torch's)."""
-    nn, functional = torch.nn, torch.nn.functional
-    architecture = ARCHITECTURES[arch]
-    relu = relu or functional.relu
-
-    class ReLU(nn.Module):
-        def forward(self, x):
-            return relu(x)
-
-    class PadShortcut(nn.Module):
-        def __init__(self, extra):
-            super().__init__()
-            self.padding = (0, 0, 0, 0, extra // 2, extra - extra // 2)
-
-        def forward(self, x):
-            return functional.pad(x[:, :, ::2, ::2], self.padding)
-
-    class BasicBlock(nn.Module):
-        def __init__(self, in_channels, out_channels, stride, shortcut):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(out_channels)
-            self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(out_channels)
-            self.shortcut = shortcut
-
-        def forward(self, x):
-            out = relu(self.bn1(self.conv1(x)))
-            return relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-    stem = architecture.stem_channels
-    layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), ReLU()]
-    for in_channels, channels, stride in blocks(architecture):
-        if stride == 1 and in_channels == channels:
-            shortcut = nn.Identity()
-        elif architecture.shortcut == "projection":
-            shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
-        else:
-            shortcut = PadShortcut(channels - in_channels)
-        layers.append(BasicBlock(in_channels, channels, stride, shortcut))
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(architecture.stages[-1][0], NUM_CLASSES)]
-    return nn.Sequential(*layers)
-
-
-_KINDS = {"step": _MindSporeStep, "pass": _MindSporePass, "evaluation": _MindSporeEvaluation,
-          "pipeline": _InputPipeline, "torch": _TorchSGD}
-
-
-# ---- worker processes ----
-
-def _peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _serve(conn, kind, options):
-    """Worker: build one measurement, then answer ("warm", n), ("time", n) and finally None.
-    An exception ends the process with its traceback on the shared stderr; the main process sees the pipe close."""
-    bench = _KINDS[kind](options)
-    conn.send(bench.describe())
-    position = 0
-    while (command := conn.recv()) is not None:
-        name, count = command
-        if name == "warm":
-            # Synchronised per step, so the first step's time is its own.
-            seconds = []
-            for i in range(position, position + count):
-                start = time.perf_counter()
-                bench.sync(bench.step(i)[1])
-                seconds.append(time.perf_counter() - start)
-            conn.send({"first_step_s": seconds[0]})
-        else:
-            images = 0
-            cpu, start = _cpu_seconds(), time.perf_counter()
-            for i in range(position, position + count):
-                done, result = bench.step(i)
-                images += done
-            bench.sync(result)
-            wall = time.perf_counter() - start
-            conn.send({"seconds": wall, "cpu_seconds": _cpu_seconds() - cpu, "images": images})
-        position += count
-    peak_device = getattr(bench, "peak_device_mib", lambda: None)()
-    conn.send({"peak_rss_mib": _peak_rss_mib(), "peak_device_mib": peak_device})
-
-
-class WorkerError(RuntimeError):
-    """A worker process died; its traceback is on the shared stderr."""
-
-
-class _Worker:
-    def __init__(self, context, name, kind, options):
-        self.name = name
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, kind, options), name=f"bench {name}", daemon=True)
-        self.process.start()
-        child.close()
-
-    def receive(self):
-        try:
-            return self.conn.recv()
-        except EOFError:
-            self.process.join(5)
-            raise WorkerError(f"the {self.name!r} worker exited (code {self.process.exitcode}); "
-                              "its error is printed above") from None
-
-    def call(self, command):
-        self.conn.send(command)
-        return self.receive()
-
-    def finish(self):
-        peaks = self.call(None)
-        self.process.join()
-        return peaks
-
-    def stop(self):
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join()
-
-
 # ---- the run ----
 
 def _round_sizes(steps, rounds):
@@ -445,17 +115,17 @@ def row_name(name, label):
     return f"{name} [{label}]" if label else name
 
 
-def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, methods=None,
+def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, rounds=5, optimizers=None,
         compare_torch=False, modes=MODES, kernels=("auto",), floors=True, pipeline=True, evaluation=False,
         one_at_a_time=False):
     """Measure every row, for each execution mode in `modes` and kernel set in `kernels`; return the
     figures as a JSON-ready dict.
 
-    floors: also time the network's passes, which the methods' floors are made of; pipeline: the input
+    floors: also time the network's passes, which the optimizers' floors are made of; pipeline: the input
     pipeline; evaluation: the per-epoch test pass. one_at_a_time: each row's worker runs all its steps and
     exits before the next starts (no interleaved rounds), so only one holds memory at a time: for a device
-    that several processes would have to share. methods: the optimizers to time (default: every one)."""
-    methods = registry.names("optimizers") if methods is None else methods
+    that several processes would have to share. optimizers: the optimizers to time (default: every one)."""
+    optimizers = registry.names("optimizers") if optimizers is None else optimizers
     tail = tail_classes()
     labels = label_batches(batch_size, warmup + steps)
     labels = cover_both_imbsam_paths(labels[:warmup], tail) + labels[warmup:]
@@ -465,37 +135,38 @@ def run(arch="resnet32", batch_size=64, device="auto", steps=10, warmup=2, round
     for label, variant in variants.items():
         options = {**base, **variant}
         if floors:
-            plan.update({row_name(name, label): ("pass", {**options, "pass": name}) for name in PASSES})
-        plan.update({row_name(method, label): ("step", {**options, "method": method}) for method in methods})
+            plan.update({row_name(name, label): (MindSporePass, {**options, "pass": name}) for name in PASSES})
+        plan.update({row_name(name, label): (MindSporeStep, {**options, "optimizer": name}) for name in optimizers})
         if evaluation:
-            plan[row_name(EVALUATION, label)] = ("evaluation", options)
+            plan[row_name(EVALUATION, label)] = (MindSporeEvaluation, options)
     if pipeline:
-        plan[PIPELINE] = ("pipeline", base)
+        plan[PIPELINE] = (InputPipeline, base)
     if compare_torch:
-        plan[TORCH_SGD] = ("torch", {**base, "environment": USER_ENVIRONMENT})
+        plan[TORCH_SGD] = (TorchSGD, {**base, "environment": USER_ENVIRONMENT})
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no MindSpore state is inherited
     described, rows = {}, {}
     for group in ([{name: row} for name, row in plan.items()] if one_at_a_time else [plan]):
         _measure(context, group, steps, warmup, rounds, described, rows)
     for label, variant in variants.items():
-        variant["resolved_kernels"] = described[row_name(methods[0], label)]["kernels"]
-    return _figures(rows, described, described[row_name(methods[0], next(iter(variants)))], labels[warmup:], tail,
+        variant["resolved_kernels"] = described[row_name(optimizers[0], label)]["kernels"]
+    return _figures(rows, described, described[row_name(optimizers[0], next(iter(variants)))], labels[warmup:], tail,
                     steps, warmup, rounds, arch, batch_size, variants)
 
 
 def _measure(context, plan, steps, warmup, rounds, described, rows):
-    """Start a worker per row of plan, warm them up, time them in interleaved rounds and take their peaks,
-    into described and rows. PyTorch's row starts last, with the thread count MindSpore's rows reported."""
+    """Start a worker per row of plan ({name: (runner, options)}), warm them up, time them in interleaved rounds
+    and take their peaks, into described and rows. PyTorch's row starts last, with the thread count MindSpore's
+    rows reported."""
     workers = {}
     try:
-        for name, (kind, options) in plan.items():
-            if kind != "torch":
-                workers[name] = _Worker(context, name, kind, options)
+        for name, (runner, options) in plan.items():
+            if runner is not TorchSGD:
+                workers[name] = Worker(context, name, runner, options)
         described.update({name: worker.receive() for name, worker in workers.items()})
         if TORCH_SGD in plan:
             threads = next(d["threads"] for d in described.values() if "mindspore" in d)
-            workers[TORCH_SGD] = _Worker(context, TORCH_SGD, "torch", {**plan[TORCH_SGD][1], "threads": threads})
+            workers[TORCH_SGD] = Worker(context, TORCH_SGD, TorchSGD, {**plan[TORCH_SGD][1], "threads": threads})
             described[TORCH_SGD] = workers[TORCH_SGD].receive()
         rows.update({name: worker.call(("warm", warmup)) for name, worker in workers.items()})
         for size in _round_sizes(steps, rounds):
@@ -525,10 +196,10 @@ def _figures(rows, described, mindspore, timed_labels, tail, steps, warmup, roun
             continue
         forward, forward_backward = (rows[row_name(p, label)]["ms_per_step"] for p in PASSES)
         backward = backward_ms[label] = forward_backward - forward
-        for method in filter(floor_of, registry.names("optimizers")):
-            row = rows.get(row_name(method, label))
+        for optimizer in filter(floor_of, registry.names("optimizers")):
+            row = rows.get(row_name(optimizer, label))
             if row is not None:
-                row["floor_ms"] = floor_of(method).floor(forward, backward, tail_free)
+                row["floor_ms"] = floor_of(optimizer).floor(forward, backward, tail_free)
                 row["x_floor"] = row["ms_per_step"] / row["floor_ms"]
     figures = {
         "config": {"arch": arch, "batch_size": batch_size, "target": mindspore["target"],

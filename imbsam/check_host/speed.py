@@ -11,11 +11,11 @@ ARCHS = ("resnet34", "resnet32")
 TEST_IMAGES = 10_000  # CIFAR-100's test set, evaluated after every epoch
 
 
-def measure(arch, target, steps, methods=None):
-    """bench figures for one network: each method's graph-mode step and the evaluation pass, each row in its
+def measure(arch, target, steps, optimizers=None):
+    """bench figures for one network: each optimizer's graph-mode step and the evaluation pass, each row in its
     own process and one at a time, so a row's peak memory is its own and no two share the device."""
     return bench.run(arch, params_model()().train.batch_size, target, steps=steps, warmup=2, rounds=1,
-                     methods=methods, modes=("graph",), floors=False, pipeline=False, evaluation=True,
+                     optimizers=optimizers, modes=("graph",), floors=False, pipeline=False, evaluation=True,
                      one_at_a_time=True)
 
 
