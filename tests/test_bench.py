@@ -1,12 +1,13 @@
 """The benchmark runs end to end at minimal sizes and prints its table; no timing is asserted."""
 
+import argparse
 import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from imbsam.bench import kinks, oracle
+from imbsam.bench import add_optimizers, kinks, oracle
 from imbsam.bench import step as bench
 from imbsam.bench.twin import torch_resnet
 
@@ -14,7 +15,7 @@ from imbsam.bench.twin import torch_resnet
 def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--methods", "imbsam", "--modes", "pynative", "--json", str(out)])
+                       "--optimizers", "imbsam", "--modes", "pynative", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "compile s", "peak RSS MiB",
@@ -29,7 +30,7 @@ def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
 def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--methods", "sgd", "--json", str(out)])
+                       "--optimizers", "sgd", "--json", str(out)])
     assert code == 0
     figures = json.loads(out.read_text())
     assert figures["config"]["modes"] == ["pynative", "graph"]
@@ -41,7 +42,7 @@ def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
 def test_bench_sets_both_convolution_kernels_side_by_side(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--methods", "sgd", "--modes", "graph", "--kernels", "onednn,mindspore", "--json", str(out)])
+                       "--optimizers", "sgd", "--modes", "graph", "--kernels", "onednn,mindspore", "--json", str(out)])
     assert code == 0
     figures = json.loads(out.read_text())
     assert figures["config"]["kernels"] == ["onednn", "mindspore"]
@@ -61,6 +62,29 @@ def test_bad_modes_are_rejected(text, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--modes", text])
     assert "pynative,graph" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("main", [bench.main, oracle.main])
+def test_methods_still_chooses_the_optimizers_after_one_line_naming_its_new_name(main, capsys):
+    # --steps 0 stops the run at parsing, after --methods has been read.
+    with pytest.raises(SystemExit):
+        main(["--methods", "sgd,sam", "--steps", "0"])
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "--methods is deprecated: use --optimizers"
+    assert "--steps" in err[-1]
+    with pytest.raises(SystemExit):
+        main(["--methods", "adam"])
+    assert "give a comma-separated subset of" in capsys.readouterr().err
+
+
+def test_methods_and_optimizers_give_the_same_choice(capsys):
+    parser = argparse.ArgumentParser()
+    add_optimizers(parser, ("sgd", "sam", "imbsam"), "optimizers")
+    assert parser.parse_args([]).optimizers == ("sgd", "sam", "imbsam")
+    assert parser.parse_args(["--optimizers", "imbsam,sgd"]).optimizers == ("imbsam", "sgd")
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(["--methods", "imbsam,sgd"]).optimizers == ("imbsam", "sgd")
+    assert capsys.readouterr().err == "--methods is deprecated: use --optimizers\n"
 
 
 def test_label_batches_reproduce_the_if100_share_of_tail_free_batches():

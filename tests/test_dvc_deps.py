@@ -191,7 +191,7 @@ def test_a_new_optimizer_is_one_module_and_one_group(repo):
     report = (root / "reports" / "report.md").read_text()
     assert "| SGD copy " in report, report
     assert set(json.loads((root / "reports" / "metrics.json").read_text())) == {"sgd", "sgd_copy"}
-    bench = ok(run([sys.executable, "-m", "imbsam.bench", "--arch", "resnet32", "--methods", "sgd_copy", "--steps",
+    bench = ok(run([sys.executable, "-m", "imbsam.bench", "--arch", "resnet32", "--optimizers", "sgd_copy", "--steps",
                     "2", "--warmup", "1", "--rounds", "1", "--modes", "graph"], root))
     assert any(line.startswith("sgd_copy ") for line in bench.stdout.splitlines()), bench.stdout
     commit(root, "sgd_copy")

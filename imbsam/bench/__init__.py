@@ -9,6 +9,7 @@ gradient far from float64's is a ReLU on the other side of its kink, imbsam.benc
 
 import argparse
 import importlib.util
+import sys
 
 TORCH_INSTALL = "pip install torch==2.13.0"
 
@@ -36,3 +37,19 @@ def subset(choices):
         return names
 
     return parse
+
+
+class _FormerName(argparse.Action):
+    """An option's former name: it still works, after one line naming the option that replaced it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{option_string} is deprecated: use --{self.dest.replace('_', '-')}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_optimizers(parser, choices, help):
+    """--optimizers: a comma-separated subset of `choices` (default all of them); --methods, its name before the
+    project called them optimizers, still works."""
+    parser.add_argument("--optimizers", type=subset(choices), default=choices, help=help)
+    parser.add_argument("--methods", type=subset(choices), dest="optimizers", action=_FormerName,
+                        help=argparse.SUPPRESS)

@@ -1,13 +1,13 @@
-"""Each method on the project's ResNet-32 against an independent PyTorch oracle: the steps written again in PyTorch
+"""Each optimizer on the project's ResNet-32 against an independent PyTorch oracle: the steps written again in PyTorch
 from the authors' code (as imbsam.reference has them in NumPy), run in float64 and in float32 from the same
 initial weights and running statistics on the same long-tailed batches, beside imbsam's MindSpore float32 step.
 
-    python -m imbsam.bench.oracle [--methods sgd,imbsam] [--steps 4] [--batch-size 32] [--seeds 5] [--kernels auto]
-                                  [--rho 0.5] [--adaptive]
+    python -m imbsam.bench.oracle [--optimizers sgd,imbsam] [--steps 4] [--batch-size 32] [--seeds 5]
+                                  [--kernels auto] [--rho 0.5] [--adaptive]
 
-needs PyTorch (`pip install torch==2.13.0`, a CPU build). For every method it prints how far MindSpore's
+needs PyTorch (`pip install torch==2.13.0`, a CPU build). For every optimizer it prints how far MindSpore's
 weights and running statistics are from PyTorch float64's after the steps, relative to how far those steps
-moved the weights, beside PyTorch float32's own distance, and the method's distance from SGD's (the size of
+moved the weights, beside PyTorch float32's own distance, and the optimizer's distance from SGD's (the size of
 what a wrong update would get wrong). Float32 drifts from float64 by a few percent over a few steps of a
 BatchNorm network on noise images; MindSpore's drift should be of PyTorch's own size.
 
@@ -23,7 +23,7 @@ import inspect
 import numpy as np
 
 from imbsam import registry, verify
-from imbsam.bench import positive_int, require_torch, subset
+from imbsam.bench import add_optimizers, positive_int, require_torch
 from imbsam.bench.twin import torch_resnet
 from imbsam.bench.workload import longtail_dataset
 from imbsam.params import defaults
@@ -210,21 +210,23 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m imbsam.bench.oracle", description=__doc__.split("\n\n")[0])
     twinned = tuple(name for name in registry.names("optimizers") if twin_of(name))
-    parser.add_argument("--methods", type=subset(twinned), default=twinned,
-                        help=f"comma-separated optimizers with a PyTorch twin (default {','.join(twinned)})")
+    add_optimizers(parser, twinned, f"comma-separated optimizers with a PyTorch twin (default {','.join(twinned)})")
     parser.add_argument("--steps", type=positive_int, default=4)
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seeds", type=positive_int, default=5, help="initial weights and batches drawn per seed")
     parser.add_argument("--kernels", choices=("auto", "onednn", "mindspore"), default="auto")
-    parser.add_argument("--rho", type=float, help="every perturbation radius of every method (default: params.yaml's)")
-    parser.add_argument("--adaptive", action="store_true", help="ASAM's perturbation, where a method has the option")
+    parser.add_argument("--rho", type=float,
+                        help="every perturbation radius of every optimizer (default: params.yaml's)")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="ASAM's perturbation, where an optimizer has the option")
     args = parser.parse_args(argv)
     require_torch(parser, "the oracle")
     import torch
 
     per_seed = []
     for seed in range(args.seeds):
-        rows, kernels = compare(args.methods, args.steps, args.batch_size, args.kernels, seed, args.rho, args.adaptive)
+        rows, kernels = compare(args.optimizers, args.steps, args.batch_size, args.kernels, seed, args.rho,
+                                args.adaptive)
         per_seed.append(rows)
     radii = "default radii" if args.rho is None else f"every radius {args.rho}"
     print(f"ResNet-32, {args.steps} steps of batch {args.batch_size}, lr {LR}, momentum {MOMENTUM}, weight decay "
@@ -235,11 +237,11 @@ def main(argv=None):
     print("distance from PyTorch float64 after the steps, over how far the steps moved the weights "
           "(statistics: over how far they moved the running statistics); median over seeds, largest beside it:")
     print(tabulate(summarise(per_seed), missingval="", floatfmt=".2e",
-                   headers=["method", "MindSpore f32", "largest", "PyTorch f32", "largest", "MindSpore / PyTorch",
-                            "stats: MindSpore", "stats: PyTorch", "method vs SGD"]))
+                   headers=["optimizer", "MindSpore f32", "largest", "PyTorch f32", "largest", "MindSpore / PyTorch",
+                            "stats: MindSpore", "stats: PyTorch", "optimizer vs SGD"]))
     print("\nper seed, MindSpore f32 / PyTorch f32:")
     print(tabulate([[rows[0][0], *(f"{row[1]:.1e} / {row[2]:.1e}" for row in rows)] for rows in zip(*per_seed)],
-                   headers=["method", *(f"seed {seed}" for seed in range(args.seeds))]))
+                   headers=["optimizer", *(f"seed {seed}" for seed in range(args.seeds))]))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 from tabulate import tabulate
 
 from imbsam import registry, verify
-from imbsam.bench import positive_int, require_torch, subset
+from imbsam.bench import add_optimizers, positive_int, require_torch, subset
 from imbsam.bench.runners import InputPipeline, MindSporeEvaluation, MindSporePass, MindSporeStep, TorchSGD
 from imbsam.bench.worker import Worker, WorkerError
 from imbsam.bench.workload import NUM_CLASSES, PAPER, SEED, longtail_dataset
@@ -289,8 +289,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=positive_int, default=5,
                         help="interleaved rounds the timed steps are split into (default 5)")
     optimizers = registry.names("optimizers")
-    parser.add_argument("--methods", type=subset(optimizers), default=optimizers,
-                        help=f"comma-separated optimizers (default {','.join(optimizers)})")
+    add_optimizers(parser, optimizers, f"comma-separated optimizers (default {','.join(optimizers)})")
     parser.add_argument("--compare-torch", action="store_true",
                         help="also time the same network's SGD step in PyTorch on the CPU")
     parser.add_argument("--modes", type=subset(MODES), default=MODES,
@@ -303,7 +302,7 @@ def main(argv=None):
     if args.compare_torch:
         require_torch(parser, "--compare-torch")
     try:
-        figures = run(args.arch, args.batch_size, args.device, args.steps, args.warmup, args.rounds, args.methods,
+        figures = run(args.arch, args.batch_size, args.device, args.steps, args.warmup, args.rounds, args.optimizers,
                       args.compare_torch, args.modes, args.kernels)
     except WorkerError as error:
         print(error, file=sys.stderr)
