@@ -1,5 +1,5 @@
 """An independent float64 NumPy network and base optimizer on which each optimizer's reference step
-(imbsam/verify/optimizers/<name>.py) runs, to check the MindSpore steps against (tests/test_optim_equivalence.py
+(imbsam/verify/optimizers/<name>.py) runs, to check the MindSpore steps against (tests/unit/test_optim_equivalence.py
 and `python -m imbsam.check_host`).
 
 Written from the authors' PyTorch code (docs/protocol.md, "Algorithm"), not from imbsam.optim: it shares

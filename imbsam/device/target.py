@@ -227,7 +227,7 @@ def resolve_mode(mode):
     """`auto` is graph mode on every device: the train step's pieces run compiled, and on the CPU it
     measured faster than op by op for all three methods (`python -m imbsam.bench`,
     docs/performance.md). `pynative` runs steps and evaluation op by op, for debugging. Both modes give the
-    same update (tests/test_optim_equivalence.py, tests/test_graph_mode.py)."""
+    same update (tests/unit/test_optim_equivalence.py, tests/test_graph_mode.py)."""
     if mode not in MODES:
         raise InputError(f"train.mode={mode!r} is not one of {', '.join(MODES)}")
     return "graph" if mode == "auto" else mode

@@ -16,7 +16,7 @@ import yaml
 from imbsam import params as schema
 from imbsam import published, report
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GROUPS = {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
 CLASS_COUNTS = [500, 200, 50, 30, 10, 5]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

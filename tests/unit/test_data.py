@@ -24,7 +24,7 @@ TRAIN_MEMBER = f"{ARCHIVE_ROOT}/train"
 META_MEMBER = f"{ARCHIVE_ROOT}/meta"
 read_cifar100 = cifar100.read
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # The long-tail rule and the class groups

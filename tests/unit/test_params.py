@@ -11,7 +11,7 @@ from imbsam import params as schema
 from imbsam import registry
 from imbsam.errors import InputError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _raw():

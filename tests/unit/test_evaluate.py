@@ -24,7 +24,7 @@ from imbsam.evaluate import (
     summarize,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_per_class_accuracy_from_a_hand_counted_confusion():

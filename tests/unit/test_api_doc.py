@@ -24,7 +24,7 @@ import pytest
 
 from imbsam import params as schema
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "api.md"
 # Calls the doc writes for callables with no fixed home: what make_step and make_loss return.
 DESCRIBED = {"step", "loss_fn", "start_epoch"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A repository path as the docs and comments cite it: a top-level folder, then a file or folder name.
 CITED = re.compile(r"(?<![\w/.=-])((?:docs|imbsam|stages|tests|scripts|docker|reports)/[\w./-]*\w)")
 
