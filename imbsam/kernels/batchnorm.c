@@ -3,7 +3,7 @@
  *
  * The statistics, the per-channel sums and the input gradient are in double: the gradient's three terms
  * nearly cancel when the output gradient lies close to the span of 1 and the normalised input, as it
- * does deep in a trained network, and float32 arithmetic there loses digits (tests/test_batchnorm.py:
+ * does deep in a trained network, and float32 arithmetic there loses digits (tests/unit/test_batchnorm.py:
  * MindSpore's own kernel is 3.7e-4 off a float64 reference, this one 7e-8). Channels are independent,
  * so they are split between threads.
  */

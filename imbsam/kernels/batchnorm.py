@@ -4,7 +4,7 @@ or a residual add and a ReLU, as MindSpore custom operators on batchnorm.c's ker
 MindSpore 2.10's CPU BatchNorm, ReLU and Add are separate kernels, each a pass over the activations
 forward and backward; fused, ResNet-32's graph-mode SGD step ran about 1.2x faster (docs/performance.md).
 The kernels sum in double, so their input gradient is closer to a float64 reference than
-MindSpore's own (tests/test_batchnorm.py). imbsam.models' BatchNorm2d calls them in training;
+MindSpore's own (tests/unit/test_batchnorm.py). imbsam.models' BatchNorm2d calls them in training;
 evaluation keeps MindSpore's kernels, which read the running statistics.
 """
 
