@@ -1,8 +1,8 @@
-"""The benchmark runs end to end at minimal sizes and prints its table; no timing is asserted."""
+"""The benchmark's parts: its options, label batches, the kinks search and the PyTorch twin; no timing is asserted.
+Its runs end to end are in tests/test_bench.py."""
 
 import argparse
 import importlib.util
-import json
 
 import numpy as np
 import pytest
@@ -10,45 +10,6 @@ import pytest
 from imbsam.bench import add_optimizers, kinks, oracle
 from imbsam.bench import step as bench
 from imbsam.bench.twin import torch_resnet
-
-
-def test_bench_prints_its_table_and_writes_the_figures(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--optimizers", "imbsam", "--modes", "pynative", "--json", str(out)])
-    assert code == 0
-    printed = capsys.readouterr().out
-    for text in ("forward+backward", "imbsam", "input pipeline", "x floor", "compile s", "peak RSS MiB",
-                 "tail-free share", "CPU pynative mode"):
-        assert text in printed
-    figures = json.loads(out.read_text())
-    assert set(figures["rows"]) == {"forward", "forward+backward", "imbsam", "input pipeline"}
-    assert figures["rows"]["imbsam"]["x_floor"] > 0
-    assert 0 <= figures["rows"]["imbsam"]["compile_s"] <= figures["rows"]["imbsam"]["first_step_s"]
-
-
-def test_bench_sets_both_execution_modes_side_by_side(tmp_path):
-    out = tmp_path / "bench.json"
-    code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--optimizers", "sgd", "--json", str(out)])
-    assert code == 0
-    figures = json.loads(out.read_text())
-    assert figures["config"]["modes"] == ["pynative", "graph"]
-    for mode in ("pynative", "graph"):
-        assert figures["rows"][f"sgd [{mode}]"]["floor_ms"] == figures["rows"][f"forward+backward [{mode}]"][
-            "ms_per_step"]
-
-
-def test_bench_sets_both_convolution_kernels_side_by_side(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    code = bench.main(["--device", "CPU", "--batch-size", "4", "--steps", "1", "--warmup", "2", "--rounds", "1",
-                       "--optimizers", "sgd", "--modes", "graph", "--kernels", "onednn,mindspore", "--json", str(out)])
-    assert code == 0
-    figures = json.loads(out.read_text())
-    assert figures["config"]["kernels"] == ["onednn", "mindspore"]
-    assert {"sgd [onednn]", "sgd [mindspore]", "forward [onednn]", "forward+backward [mindspore]"} <= set(
-        figures["rows"])
-    assert "graph mode, onednn and mindspore kernels" in capsys.readouterr().out
 
 
 def test_variant_labels_name_only_what_varies():
