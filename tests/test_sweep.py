@@ -1,12 +1,11 @@
 """The sweep report over real DVC experiments: two datasets x two losses x two optimizers on synthetic archives,
-read back through `dvc exp show` by `python -m imbsam.sweep`; and its grouping on its own."""
+read back through `dvc exp show` by `python -m imbsam.sweep`. Its grouping on its own is in
+tests/unit/test_sweep.py."""
 
 import sys
 
 import pytest
 from workspace import dvc, ok, project_copy, run
-
-from imbsam import sweep
 
 SMOKE = {"model.arch": "resnet32", "train.optimizers": ["sgd", "imbsam"], "train.seeds": [0], "train.epochs": 1,
          "train.max_steps_per_epoch": 2, "train.batch_size": 16, "train.schedule": "step_cosine",
@@ -53,34 +52,3 @@ def test_published_numbers_stand_beside_their_setting_only(swept):
     assert "Published, Paper (PyTorch)" in cifar100_ce and "Published, SSE-SAM's re-runs" in cifar100_ce
     assert "its ImbSAM row is SSE-SAM's implementation" in cifar100_ce
     assert text.count("Published, ") == 3
-
-
-def _entry(name, dataset="cifar100", loss="ce", seeds=None, **changes):
-    from imbsam.params import file_defaults
-
-    params = file_defaults()
-    params["data"]["dataset"] = dataset
-    params["train"]["loss"] = loss
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        params[section][key] = value
-    return name, params, seeds
-
-
-def test_seeds_pool_across_experiments_count_once_and_other_params_stay_apart():
-    groups = {"many": 50.0, "medium": 30.0, "few": 10.0, "all": 30.0}
-    found = [_entry("a", seeds={"sgd": {"1": groups}}),
-             _entry("b", seeds={"sgd": {"2": {**groups, "all": 34.0}, "1": {**groups, "all": 99.0}}}),
-             _entry("c", seeds={"sgd": {"1": groups}}, imbsam__rho=0.1, train__optimizers=["sgd", "imbsam"]),
-             _entry("d", seeds={"sgd": {"1": groups}}, focal_sam__rho=0.1)]
-    settings = sweep.collect(found)
-    plain = settings[("cifar100", 100, "ce", ())]
-    # Seed 1 of b repeats a's: the first listed counts. d's focal_sam.rho is no run's: the same setting, and d adds
-    # only a seed already counted.
-    assert sorted(e["seed"] for e in plain["evals"]) == [1, 2] and plain["experiments"] == ["a", "b"]
-    assert settings[("cifar100", 100, "ce", ("imbsam.rho=0.1",))]["experiments"] == ["c"]
-    text = sweep.render(settings)
-    sgd = next(line for line in text.splitlines() if line.startswith("| SGD "))
-    assert [cell.strip() for cell in sgd.strip("|").split("|")] == [
-        "SGD", "50.0 ± 0.0", "30.0 ± 0.0", "10.0 ± 0.0", "32.0 ± 2.8", "2"]
-    assert "## CIFAR-100-LT, imbalance factor 100, CE loss (imbsam.rho=0.1)" in text

@@ -1,0 +1,35 @@
+"""The sweep report's grouping of experiments on its own, without DVC; the report over real experiments is in
+tests/test_sweep.py."""
+
+from imbsam import sweep
+
+
+def _entry(name, dataset="cifar100", loss="ce", seeds=None, **changes):
+    from imbsam.params import file_defaults
+
+    params = file_defaults()
+    params["data"]["dataset"] = dataset
+    params["train"]["loss"] = loss
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    return name, params, seeds
+
+
+def test_seeds_pool_across_experiments_count_once_and_other_params_stay_apart():
+    groups = {"many": 50.0, "medium": 30.0, "few": 10.0, "all": 30.0}
+    found = [_entry("a", seeds={"sgd": {"1": groups}}),
+             _entry("b", seeds={"sgd": {"2": {**groups, "all": 34.0}, "1": {**groups, "all": 99.0}}}),
+             _entry("c", seeds={"sgd": {"1": groups}}, imbsam__rho=0.1, train__optimizers=["sgd", "imbsam"]),
+             _entry("d", seeds={"sgd": {"1": groups}}, focal_sam__rho=0.1)]
+    settings = sweep.collect(found)
+    plain = settings[("cifar100", 100, "ce", ())]
+    # Seed 1 of b repeats a's: the first listed counts. d's focal_sam.rho is no run's: the same setting, and d adds
+    # only a seed already counted.
+    assert sorted(e["seed"] for e in plain["evals"]) == [1, 2] and plain["experiments"] == ["a", "b"]
+    assert settings[("cifar100", 100, "ce", ("imbsam.rho=0.1",))]["experiments"] == ["c"]
+    text = sweep.render(settings)
+    sgd = next(line for line in text.splitlines() if line.startswith("| SGD "))
+    assert [cell.strip() for cell in sgd.strip("|").split("|")] == [
+        "SGD", "50.0 ± 0.0", "30.0 ± 0.0", "10.0 ± 0.0", "32.0 ± 2.8", "2"]
+    assert "## CIFAR-100-LT, imbalance factor 100, CE loss (imbsam.rho=0.1)" in text
