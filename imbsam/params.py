@@ -187,7 +187,22 @@ class Device(Section):
                                     protocol=False)
 
 
-CORE = {"data": Data, "split": Split, "model": Model, "train": Train, "eval": Eval, "device": Device}
+class Analysis(Section):
+    """The mechanism stage (analyze@): generalization gap and curvature per class group of a run's last epoch."""
+
+    samples_per_group: int = knob(128, "training images per group the curvature is measured on (a seeded subsample "
+                                  "when the group has more)", protocol=False, ge=1)
+    lanczos_steps: int = knob(16, "Lanczos steps per run (Ritz values of the spectral density)", protocol=False, ge=2)
+    lanczos_runs: int = knob(3, "Lanczos runs, each from its own random start", protocol=False, ge=1)
+    hutchinson_samples: int = knob(24, "Rademacher vectors of the trace estimate", protocol=False, ge=2)
+    rho: float = knob(0.05, "radius of rho-sharpness, L(w + rho g/|g|) - L(w) (the paper's SAM radius)",
+                      protocol=False, gt=0)
+    seed: int = knob(0, "seed of the subsample and the random vectors", protocol=False, ge=0)
+    batch_size: int = knob(32, "images per Hessian-vector product batch: memory only", protocol=False, ge=1)
+
+
+CORE = {"data": Data, "split": Split, "model": Model, "train": Train, "eval": Eval, "device": Device,
+        "analysis": Analysis}
 GROUP_KINDS = ("optimizers", "losses")
 
 
@@ -399,7 +414,8 @@ def override(params, changes):
 # The README's quick run: every stage on the full-size data, the cheap ResNet-32, 2 epochs of 20 steps, and a
 # per-step schedule (the authors' trains the last epoch at learning rate 0, half of a 2-epoch run).
 QUICK_RUN = {"model.arch": "resnet32", "train.epochs": 2, "train.max_steps_per_epoch": 20,
-             "train.schedule": "step_cosine"}
+             "train.schedule": "step_cosine", "analysis.samples_per_group": 32, "analysis.lanczos_steps": 8,
+             "analysis.hutchinson_samples": 8}
 
 
 def exp_run_command(changes):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from imbsam import datasets, published, registry
+from imbsam import datasets, mechanism_report, published, registry
 from imbsam.durations import format_duration
 from imbsam.params import flatten, paper_protocol
 
@@ -378,8 +378,8 @@ def _provenance_section(trains, summary, params, provenance):
             "### Runs", "", runs_table(trains), ""]
 
 
-def render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance):
-    """The report. provenance: {"git": str, "params_sha256": str, "python": str}."""
+def render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses=()):
+    """The report. provenance: {"git": str, "params_sha256": str, "python": str}; analyses: the analyze@ records."""
     selected = aggregate(evals, selection, flip_tta)
     imb_factor = summary.get("imb_factor")
     title_if = f"IF={published.imbalance_factor(imb_factor)}" if imb_factor else "imbalance factor unknown"
@@ -393,20 +393,27 @@ def render_markdown(evals, trains, curves, summary, params, selection, flip_tta,
                       *_banner(params, summary),
                       *_results_section(evals, selected, selection, flip_tta),
                       *_comparison_section(selected, summary, params),
+                      *mechanism_report.section(list(analyses), list(trains), label),
                       *figures,
                       how_to_read(summary),
                       *_provenance_section(trains, summary, params, provenance)])
 
 
-def write_report(out_dir, evals, trains, curves, summary, params, selection, flip_tta, provenance):
-    """Write report.md, per_class.png, curves.png, metrics.json and seeds.json into out_dir; return the metrics."""
+def write_report(out_dir, evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses=()):
+    """Write report.md, per_class.png, curves.png, metrics.json, seeds.json and, from the analyze@ records,
+    mechanism.json, mechanism.png and density.png into out_dir; return the metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = metrics(aggregate(evals, selection, flip_tta))
     (out_dir / "metrics.json").write_text(json.dumps(selected, indent=2) + "\n")
     (out_dir / "seeds.json").write_text(json.dumps(seed_metrics(evals, selection, flip_tta), indent=2) + "\n")
     (out_dir / "report.md").write_text(
-        render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance))
+        render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses))
+    mechanism = mechanism_report.aggregate(analyses)
+    (out_dir / "mechanism.json").write_text(json.dumps(mechanism_report.metrics(mechanism), indent=2) + "\n")
+    if analyses:
+        mechanism_report.plot_mechanism(mechanism, label, _colour, out_dir / "mechanism.png", _pyplot)
+        mechanism_report.plot_density(analyses, label, _colour, out_dir / "density.png", _pyplot)
     thresholds = [summary.get("few_threshold", 20), summary.get("many_threshold", 100)]
     plot_per_class(evals, summary["class_counts"], thresholds, selection, flip_tta, out_dir / "per_class.png")
     plot_curves(curves, {name: run["optimizer"] for name, run in trains.items()}, out_dir / "curves.png")

@@ -1,4 +1,5 @@
-"""Stage report: reports/report.md, per_class.png, curves.png and metrics.json from every run's evaluation.
+"""Stage report: reports/report.md, its figures, metrics.json and mechanism.json from every run's evaluation and
+analysis.
 
 Which numbers the tables and metrics.json show is chosen here (eval.selection, eval.flip_tta);
 the evaluate stage computed all of them.
@@ -15,6 +16,7 @@ from stages._common import PARAMS_FILE, load_params, main_guard
 SUMMARY_FILE = Path("data/split/summary.json")
 RUNS_DIR = Path("runs")
 EVALS_DIR = Path("evals")
+ANALYSIS_DIR = Path("analysis")
 REPORTS_DIR = Path("reports")
 # The balanced test accuracy without TTA and the mean training loss, as imbsam.train logs them per epoch.
 CURVES = ("test/all", "train/loss")
@@ -31,19 +33,20 @@ def main():
     selection, flip_tta = params.eval.selection, params.eval.flip_tta
 
     summary = _read_json(SUMMARY_FILE, "split")
-    evals, trains, curves = [], {}, {}
+    evals, trains, curves, analyses = [], {}, {}, []
     for optimizer in params.train.optimizers:
         for seed in params.train.seeds:
             name = f"{optimizer}-{seed}"
             evals.append(_read_json(EVALS_DIR / f"{name}.json", f"evaluate@{name}"))
             trains[name] = _read_json(RUNS_DIR / name / "train.json", f"train@{name}")
+            analyses.append(_read_json(ANALYSIS_DIR / f"{name}.json", f"analyze@{name}"))
             metric_dir = RUNS_DIR / name / "live" / "plots" / "metrics"
             curves[name] = {metric: read_metric_tsv(metric_dir / f"{metric}.tsv")
                             for metric in CURVES if (metric_dir / f"{metric}.tsv").is_file()}
 
     provenance = {"git": git_state(), "params_sha256": sha256_of(PARAMS_FILE), "python": platform.python_version()}
     selected = write_report(REPORTS_DIR, evals, trains, curves, summary, params.model_dump(), selection, flip_tta,
-                            provenance)
+                            provenance, analyses)
     print(f"wrote {REPORTS_DIR}/report.md; {selection} epoch, {'with' if flip_tta else 'without'} flip TTA:")
     for optimizer, groups in selected.items():
         print(f"  {optimizer:8s} " + "  ".join(

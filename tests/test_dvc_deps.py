@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workspace import REPO, commit, dvc, git, ok, project_copy, ran_stages, run, set_params, show
+from workspace import ANALYSIS_SMOKE, REPO, commit, dvc, git, ok, project_copy, ran_stages, run, set_params, show
 
 # Modules a stage runs that cannot change its results: which device a run takes (locks, CPU slots).
 EXEMPT = ("imbsam/device/claims.py",)
@@ -40,7 +40,8 @@ atexit.register(_record)
 NOT_A_RUN = ("imbsam/data/download.py", "imbsam/device/claims.py", "imbsam/report.py", "imbsam/published.py",
              "imbsam/sweep.py", "imbsam/bench/step.py", "imbsam/bench/oracle.py", "imbsam/check_host/__init__.py",
              "imbsam/check_host/speed.py", "imbsam/reference.py", "imbsam/verify/optimizers/sgd.py",
-             "imbsam/synthetic.py", "imbsam/optimizers/sam.py", "imbsam/losses/ldam_drw.py", *LAUNCHERS)
+             "imbsam/synthetic.py", "imbsam/optimizers/sam.py", "imbsam/losses/ldam_drw.py",
+             "imbsam/mechanism_report.py", *LAUNCHERS)
 
 
 def _status(root):
@@ -49,7 +50,7 @@ def _status(root):
 
 
 def _runs(status):
-    return sorted(stage for stage in status if stage.startswith(("train@", "evaluate@")))
+    return sorted(stage for stage in status if stage.startswith(("train@", "evaluate@", "analyze@")))
 
 
 def _stage_of(argv):
@@ -104,10 +105,11 @@ def repo(tmp_path_factory, synthetic_archive):
 
 def test_every_stage_of_the_repro_was_recorded(repo):
     _, imported = repo
-    assert set(imported) == {"download", "split", "train@sgd-0", "evaluate@sgd-0", "report"}, sorted(imported)
+    assert set(imported) == {"download", "split", "train@sgd-0", "evaluate@sgd-0", "analyze@sgd-0", "report"}, \
+        sorted(imported)
 
 
-@pytest.mark.parametrize("stage", ["download", "split", "train@sgd-0", "evaluate@sgd-0", "report"])
+@pytest.mark.parametrize("stage", ["download", "split", "train@sgd-0", "evaluate@sgd-0", "analyze@sgd-0", "report"])
 def test_a_stage_depends_on_exactly_what_its_command_imports(repo, stage):
     root, imported = repo
     used = imported[stage] - set(EXEMPT)
@@ -163,6 +165,16 @@ def test_an_edit_to_the_shared_step_machinery_retrains_every_run(repo):
     assert not _runs(_status(root))
 
 
+def test_an_edit_to_the_curvature_reanalyses_without_retraining(repo):
+    root, _ = repo
+    with open(root / "imbsam" / "analysis.py", "a") as module:
+        module.write("# an edit to how curvature is measured\n")
+    try:
+        assert _runs(_status(root)) == ["analyze@sgd-0"]
+    finally:
+        git(root, "checkout", "--", "imbsam")
+
+
 def test_an_unknown_optimizer_stops_with_the_schemas_line_though_download_and_split_are_cached(repo):
     root, _ = repo
     set_params(root, {"train.optimizers": ["sgd", "sgdd"]})
@@ -186,8 +198,8 @@ def test_a_new_optimizer_is_one_module_and_one_group(repo):
     set_params(root, {"train.optimizers": ["sgd", "sgd_copy"]})
 
     result = ok(dvc(root, "repro"))
-    assert sorted(ran_stages(result)) == ["download", "evaluate@sgd_copy-0", "report", "train@sgd_copy-0"], \
-        show(result)
+    assert sorted(ran_stages(result)) == ["analyze@sgd_copy-0", "download", "evaluate@sgd_copy-0", "report",
+                                          "train@sgd_copy-0"], show(result)
     report = (root / "reports" / "report.md").read_text()
     assert "| SGD copy " in report, report
     assert set(json.loads((root / "reports" / "metrics.json").read_text())) == {"sgd", "sgd_copy"}
@@ -215,6 +227,8 @@ def test_a_new_loss_is_one_module_and_one_group(repo):
 # The last commits before the optimizers, losses and datasets moved into modules of their own, and before the
 # stages ran as modules (`python -m stages.<name>`, not `python stages/<name>.py`).
 EARLIER_VERSIONS = {"before the move": "4ab5532", "before python -m stages": "40e6a9c"}
+# The README's upgrade command commits the stages an earlier version ran; analyze@, new, then runs in the repro.
+UPGRADE_COMMITS = ("download", "split", "train", "evaluate")
 
 
 @pytest.mark.parametrize("version", EARLIER_VERSIONS)
@@ -237,9 +251,14 @@ def test_runs_trained_with_an_earlier_version_are_kept_after_the_upgrade(version
         shutil.rmtree(root / name)
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    # What `git pull` brings to params.yaml: the sections of stages that did not exist then.
+    set_params(root, {f"analysis.{key}": value
+                      for key, value in yaml.safe_load((REPO / "params.yaml").read_text())["analysis"].items()})
+    set_params(root, ANALYSIS_SMOKE)
     assert _runs(_status(root)), "the upgrade must change the runs' dependency hashes or commands"
-    ok(dvc(root, "commit", "-f"))
+    ok(dvc(root, "commit", "-f", *UPGRADE_COMMITS))
     status = _status(root)
-    assert list(status) == ["download"], status
+    assert sorted(status) == ["analyze@sgd-0", "download", "report"], status
     result = ok(dvc(root, "repro"))
-    assert ran_stages(result) == ["download"], show(result)
+    assert ran_stages(result) == ["download", "analyze@sgd-0", "report"], show(result)
+    assert list(_status(root)) == ["download"]

@@ -12,6 +12,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+# The mechanism stage at its cheapest in every test workspace: a few images and products per group, so that a
+# repro's analyze@ stages add seconds (mostly one graph compile each), not the default's minutes.
+ANALYSIS_SMOKE = {"analysis.samples_per_group": 8, "analysis.lanczos_steps": 3, "analysis.lanczos_runs": 1,
+                  "analysis.hutchinson_samples": 2, "analysis.batch_size": 8}
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
 
 
@@ -77,6 +81,8 @@ def project_copy(root, archive, md5, changes, source=REPO, folders=("stages", "i
                        ("commit.gpgsign", "false")):
         git(root, "config", key, value)
     ok(dvc(root, "init", "-q"))
-    set_params(root, {"data.url": str(archive), "data.md5": md5, **changes})
+    # A version from before the mechanism stage has no analysis section to set.
+    smoke = ANALYSIS_SMOKE if "analysis" in yaml.safe_load((root / "params.yaml").read_text()) else {}
+    set_params(root, {"data.url": str(archive), "data.md5": md5, **smoke, **changes})
     commit(root, "project copy")
     return root

@@ -8,6 +8,10 @@ import re
 import pytest
 from imagecheck import ROOT, USER, init_workspace
 
+# The mechanism stage at its cheapest: a few images and Hessian-vector products per group.
+ANALYSIS_SMOKE = ("analysis.samples_per_group=8", "analysis.lanczos_steps=3", "analysis.lanczos_runs=1",
+                  "analysis.hutchinson_samples=2", "analysis.batch_size=8")
+
 
 @pytest.fixture(scope="module")
 def pipeline(cpu_image, workspace):
@@ -19,7 +23,8 @@ def pipeline(cpu_image, workspace):
         cache_dir = container.run("dvc", "cache", "dir").stdout.strip()
         repro = container.run("dvc", "exp", "run", "-S", f"data.url={url}", "-S", f"data.md5={md5}",
                               "-S", "model.arch=resnet32", "-S", "train.epochs=1", "-S", "train.max_steps_per_epoch=2",
-                              "-S", "train.seeds=[0]", "-S", "train.schedule=step_cosine", check=False)
+                              "-S", "train.seeds=[0]", "-S", "train.schedule=step_cosine",
+                              *(arg for key_value in ANALYSIS_SMOKE for arg in ("-S", key_value)), check=False)
         # Every section, on the cheap network only; it leaves the workspace as it was.
         host_check = container.run("python", "-m", "imbsam.check_host", "--archs", "resnet32", "--steps", "1",
                                    "--out", "/tmp/host-check", check=False)
@@ -45,6 +50,8 @@ def test_dvc_exp_run_writes_the_report_as_the_user(pipeline):
     repro = pipeline["repro"]
     assert repro.returncode == 0, repro.stdout + repro.stderr
     assert pipeline["report"].strip(), "reports/report.md was not written"
+    # The mechanism stage's second derivatives run in the image too.
+    assert "## Mechanism" in pipeline["report"] and "Not analysed yet" not in pipeline["report"]
     assert pipeline["owner"] == USER
 
 
