@@ -39,6 +39,19 @@ def aggregate(analyses):
     return result
 
 
+def seed_figures(record):
+    """One analysis record's table figures, {"weight_norm": x, group: {quantity: x}}: what reports/seeds.json keeps
+    per seed, so that the sweep report can average them over experiments."""
+    return {"weight_norm": record["weight_norm"],
+            **{group: {key: record["groups"][group].get(key) for key, _, _ in QUANTITIES} for group in GROUPS}}
+
+
+def from_seed_figures(optimizer, seed, figures):
+    """seed_figures back into the shape of an analysis record, as aggregate() takes it."""
+    return {"optimizer": optimizer, "seed": seed, "weight_norm": figures["weight_norm"],
+            "groups": {group: figures[group] for group in GROUPS}}
+
+
 def metrics(aggregated):
     """reports/mechanism.json: the means, {optimizer: {"weight_norm": x, group: {quantity: x}}}, for dvc metrics."""
     return {optimizer: {"weight_norm": groups["weight_norm"]["mean"],

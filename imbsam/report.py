@@ -94,9 +94,9 @@ def metrics(aggregated):
             for optimizer, row in aggregated.items()}
 
 
-def seed_metrics(evals, selection, flip_tta):
-    """optimizer -> seed -> {many, medium, few, all}: what the sweep report (imbsam.sweep) aggregates over
-    experiments."""
+def seed_metrics(evals, selection, flip_tta, analyses=()):
+    """optimizer -> seed -> {many, medium, few, all[, "mechanism": that seed's analysis figures]}: what the sweep
+    report (imbsam.sweep) aggregates over experiments."""
     variant = "flip_tta" if flip_tta else "plain"
     by_optimizer = {}
     optimizers = list(dict.fromkeys(record["optimizer"] for record in evals))
@@ -104,6 +104,10 @@ def seed_metrics(evals, selection, flip_tta):
         groups = record["variants"][selection][variant]
         by_optimizer.setdefault(record["optimizer"], {})[str(record["seed"])] = {
             key: None if groups[key] is None else round(groups[key], 4) for key in GROUP_KEYS}
+    for record in analyses:
+        seed = by_optimizer.get(record["optimizer"], {}).get(str(record["seed"]))
+        if seed is not None:
+            seed["mechanism"] = mechanism_report.seed_figures(record)
     return by_optimizer
 
 
@@ -406,7 +410,8 @@ def write_report(out_dir, evals, trains, curves, summary, params, selection, fli
     out_dir.mkdir(parents=True, exist_ok=True)
     selected = metrics(aggregate(evals, selection, flip_tta))
     (out_dir / "metrics.json").write_text(json.dumps(selected, indent=2) + "\n")
-    (out_dir / "seeds.json").write_text(json.dumps(seed_metrics(evals, selection, flip_tta), indent=2) + "\n")
+    (out_dir / "seeds.json").write_text(
+        json.dumps(seed_metrics(evals, selection, flip_tta, analyses), indent=2) + "\n")
     (out_dir / "report.md").write_text(
         render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses))
     mechanism = mechanism_report.aggregate(analyses)

@@ -16,10 +16,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imbsam import datasets, published, registry
+from imbsam import datasets, mechanism_report, published, registry
 from imbsam.errors import InputError
 from imbsam.params import defaults, flatten, paper_protocol, validate
-from imbsam.report import COMPARISON_LEGEND, GROUP_KEYS, aggregate, comparison_table, results_table, unused_groups
+from imbsam.report import (
+    COMPARISON_LEGEND,
+    GROUP_KEYS,
+    aggregate,
+    comparison_table,
+    label,
+    results_table,
+    unused_groups,
+)
 
 SEEDS_FILE = "reports/seeds.json"
 # What a setting is; the variant label leaves these out, and the keys that say how to run or read the matrix.
@@ -72,7 +80,8 @@ def collect(found):
             continue  # an experiment of an older params.yaml layout: not comparable, left out
         setting = (params["data"]["dataset"], published.imbalance_factor(params["split"]["imb_factor"]),
                    params["train"]["loss"], _variant(params))
-        entry = settings.setdefault(setting, {"experiments": [], "official": True, "evals": [], "seen": set()})
+        entry = settings.setdefault(setting, {"experiments": [], "official": True, "evals": [], "analyses": [],
+                                              "seen": set()})
         entry["official"] &= params["data"]["md5"] == datasets.get(params["data"]["dataset"]).MD5
         added = False
         for optimizer, by_seed in seeds.items():
@@ -83,6 +92,9 @@ def collect(found):
                 record = {key: groups.get(key) for key in GROUP_KEYS}
                 entry["evals"].append({"optimizer": optimizer, "seed": int(seed),
                                        "variants": {"sweep": {"plain": record}}})
+                if groups.get("mechanism"):
+                    entry["analyses"].append(mechanism_report.from_seed_figures(optimizer, int(seed),
+                                                                                groups["mechanism"]))
                 added = True
         if added:
             entry["experiments"].append(name)
@@ -102,6 +114,10 @@ def _title(setting):
 INTRODUCTION = ("Balanced accuracy (%) per class group, mean ± sample standard deviation over seeds, each "
                 "experiment under its own `eval.selection` and `eval.flip_tta` (the paper's: best epoch, flip TTA). "
                 "Written by `python -m imbsam.sweep` from every experiment's `reports/seeds.json`.")
+
+
+MECHANISM_LEGEND = ("Mechanism, each run's last epoch (the report's Mechanism section and docs/mechanism.md say how "
+                    "each figure is measured), mean ± std over the same seeds:")
 
 
 def render(settings):
@@ -124,6 +140,9 @@ def render(settings):
         for table in published.for_setting(*setting[:3]):
             lines += [f"Published, {table.title} ({table.source}). {COMPARISON_LEGEND}", "",
                       comparison_table(aggregated, table.results), ""]
+        if entry["analyses"]:
+            lines += [MECHANISM_LEGEND, "", *mechanism_report.table(mechanism_report.aggregate(entry["analyses"]),
+                                                                    label), ""]
     return "\n".join(lines)
 
 

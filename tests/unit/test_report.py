@@ -52,6 +52,25 @@ def eval_record(optimizer, seed, groups=GROUPS):
             "device": {"target": "CPU"}, "variants": variants}
 
 
+# Per group, lambda_max of SGD; ImbSAM's is half, and seed s adds s. The other quantities follow from it.
+LAMBDA_MAX = {"many": 10.0, "medium": 20.0, "few": 80.0}
+
+
+def analysis_record(optimizer, seed):
+    groups = {}
+    for group, base in LAMBDA_MAX.items():
+        lambda_max = (base if optimizer == "sgd" else base / 2) + seed
+        groups[group] = {"train_acc": 90.0, "test_acc": 90.0 - lambda_max / 2, "gap": lambda_max / 2,
+                         "train_loss": 0.1, "test_loss": 1.0, "lambda_max": lambda_max, "lambda_min": -lambda_max / 10,
+                         "saddle_ratio": 0.1, "trace": 10 * lambda_max, "trace_stderr": 1.0,
+                         "rho_sharpness": lambda_max / 100, "samples": 8, "hessian_vector_products": 5,
+                         "seconds": 1.0, "nodes": [[-lambda_max / 10, 0.0, lambda_max]], "weights": [[0.2, 0.5, 0.3]]}
+    return {"optimizer": optimizer, "seed": seed, "arch": "resnet32", "epoch": 10, "checkpoint": "last",
+            "settings": {"samples_per_group": 8, "lanczos_steps": 3, "lanczos_runs": 1, "hutchinson_samples": 2,
+                         "rho": 0.05, "seed": 0, "batch_size": 8},
+            "weight_norm": 50.0 + seed, "groups": groups}
+
+
 def train_record(optimizer, seed, params):
     return {"optimizer": optimizer, "seed": seed, "arch": params["model"]["arch"], "epochs": 10,
             "epochs_completed": 10, "best_epoch": 7, "last_epoch": 10, "wall_time_s": 95.0,
@@ -88,9 +107,11 @@ def write_workspace(root, params, synthetic=True, runs=MATRIX):
     (root / "data" / "split").mkdir(parents=True)
     (root / "data" / "split" / "summary.json").write_text(json.dumps(summary(synthetic)))
     (root / "evals").mkdir()
+    (root / "analysis").mkdir()
     for optimizer, seed in runs:
         name = f"{optimizer}-{seed}"
         (root / "evals" / f"{name}.json").write_text(json.dumps(eval_record(optimizer, seed)))
+        (root / "analysis" / f"{name}.json").write_text(json.dumps(analysis_record(optimizer, seed)))
         run_dir = root / "runs" / name
         metric_dir = run_dir / "live" / "plots" / "metrics"
         curves = (("test/all", "all", [10 + seed, 30, 40]), ("train/loss", "loss", [4.0, 3.1, 2.5]))
@@ -212,8 +233,33 @@ def test_report_stage_renders_tables_figures_and_metrics(tmp_path):
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics == {"sgd": {"many": 87.0, "medium": 52.0, "few": 17.0, "all": 52.0},
                        "imbsam": {"many": 73.0, "medium": 58.0, "few": 33.0, "all": pytest.approx(54.6667)}}
-    for figure in ("per_class.png", "curves.png"):
+    for figure in ("per_class.png", "curves.png", "mechanism.png", "density.png"):
         assert (reports / figure).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_mechanism_section_and_metrics_average_over_seeds(tmp_path):
+    write_workspace(tmp_path, smoke_params())
+    result = run_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert md.index("## Against the published numbers") < md.index("## Mechanism") < md.index("## Figures")
+    rows = table_rows(md)
+    # SGD few: lambda_max 81 and 82 over seeds 1 and 2; gap half of it; ratio 0.1; |w| 51 and 52.
+    assert ["SGD", "few", "40.8 ± 0.4", "81.5 ± 0.7071", "-8.15 ± 0.0707", "0.100 ± 0.000", "815 ± 7.071",
+            "0.815 ± 0.00707", "51.5 ± 0.7"] in rows
+    assert ["ImbSAM", "many", "3.2 ± 0.4", "6.5 ± 0.7071", "-0.65 ± 0.0707", "0.100 ± 0.000", "65 ± 7.071",
+            "0.065 ± 0.00707", "51.5 ± 0.7"] in rows
+    mechanism = json.loads((tmp_path / "reports" / "mechanism.json").read_text())
+    assert mechanism["imbsam"]["few"]["lambda_max"] == pytest.approx(41.5)
+    assert mechanism["sgd"]["weight_norm"] == pytest.approx(51.5)
+
+
+def test_missing_analysis_names_the_stage_to_run(tmp_path):
+    write_workspace(tmp_path, smoke_params())
+    (tmp_path / "analysis" / "sgd-1.json").unlink()
+    result = run_stage(tmp_path)
+    assert result.returncode == 1
+    assert "dvc repro analyze@sgd-1" in result.stderr
 
 
 def test_paper_config_has_no_banner_and_clean_selection_is_not_repeated(tmp_path):

@@ -33,3 +33,23 @@ def test_seeds_pool_across_experiments_count_once_and_other_params_stay_apart():
     assert [cell.strip() for cell in sgd.strip("|").split("|")] == [
         "SGD", "50.0 ± 0.0", "30.0 ± 0.0", "10.0 ± 0.0", "32.0 ± 2.8", "2"]
     assert "## CIFAR-100-LT, imbalance factor 100, CE loss (imbsam.rho=0.1)" in text
+
+
+def test_mechanism_figures_pool_over_the_same_seeds_as_the_accuracies():
+    groups = {"many": 50.0, "medium": 30.0, "few": 10.0, "all": 30.0}
+
+    def mechanism(lambda_max):
+        figures = {"gap": 2.0, "lambda_max": lambda_max, "lambda_min": -1.0, "saddle_ratio": 0.5, "trace": 9.0,
+                   "rho_sharpness": 0.25}
+        return {"weight_norm": 40.0, "many": figures, "medium": figures, "few": figures}
+
+    found = [_entry("a", seeds={"sgd": {"1": {**groups, "mechanism": mechanism(10.0)}}}),
+             _entry("b", seeds={"sgd": {"2": {**groups, "mechanism": mechanism(12.0)},
+                                        "1": {**groups, "mechanism": mechanism(99.0)}}}),
+             _entry("c", seeds={"sgd": {"3": groups}})]
+    text = sweep.render(sweep.collect(found))
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| SGD | few ")]
+    # Seeds 1 (a's, not b's repeat) and 2; seed 3 has no analysis.
+    assert rows == [["SGD", "few", "2.0 ± 0.0", "11 ± 1.414", "-1 ± 0", "0.500 ± 0.000", "9 ± 0", "0.25 ± 0",
+                     "40.0 ± 0.0"]]
