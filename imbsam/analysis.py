@@ -11,6 +11,7 @@ sample's loss; None is `cross_entropy`.
 """
 
 import copy
+from contextlib import contextmanager
 
 import mindspore as ms
 import numpy as np
@@ -67,11 +68,21 @@ class _HessianVector(nn.Cell):
         self.directional, self.weights = directional, weights
         self.grad = ops.GradOperation(get_by_list=True)
 
-    # Compiled whatever the context's mode: in PyNative, MindSpore 2.10's nested GradOperation returns wrong
-    # Hessian-vector products (off by the entries' own size, not symmetric), compiled they match float64 to 3e-7.
-    @ms.jit
     def construct(self, x, onehot, vector):
         return self.grad(self.directional, self.weights)(x, onehot, vector)
+
+
+@contextmanager
+def _graph_mode():
+    """The context in graph mode for a call: in PyNative, MindSpore 2.10's nested GradOperation returns wrong
+    Hessian-vector products (off by the entries' own size, not symmetric); compiled they match float64 to 3e-7.
+    Switching the context compiled ResNet-32's product in 14 s where ms.jit took 24 s, and ran it no slower."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=previous)
 
 
 class Curvature:
@@ -128,7 +139,8 @@ class Curvature:
     def hvp(self, vector):
         """H v for a flat vector v (float32 on the way in, as the parameters are; float64 out)."""
         tensors = self._split(vector)
-        return sum(weight * self._flat(self._hvp(x, onehot, tensors)) for x, onehot, weight in self.batches)
+        with _graph_mode():
+            return sum(weight * self._flat(self._hvp(x, onehot, tensors)) for x, onehot, weight in self.batches)
 
     def weights(self):
         return self._flat(self.parameters)
