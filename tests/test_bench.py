@@ -44,3 +44,18 @@ def test_bench_sets_both_convolution_kernels_side_by_side(tmp_path, capsys):
     assert {"sgd [onednn]", "sgd [mindspore]", "forward [onednn]", "forward+backward [mindspore]"} <= set(
         figures["rows"])
     assert "graph mode, onednn and mindspore kernels" in capsys.readouterr().out
+
+
+def test_the_curvature_bench_sets_a_product_beside_a_train_step():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-m", "imbsam.bench.curvature", "--arch", "resnet32", "--batch-size",
+                             "4", "--products", "1", "--steps", "1"], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("resnet32, 470,004 parameters"), result.stdout
+    assert "ms per image" in lines[1] and "x the step" in lines[2], result.stdout
+    assert "one run's analysis at analysis.* (3 groups x 128 images x 72 products)" in lines[4], result.stdout

@@ -62,7 +62,8 @@ def repo(tmp_path_factory, synthetic_archive):
 
 def test_first_repro_runs_every_stage_and_writes_the_report(repo):
     root, first = repo
-    expected = {"download", "split", *(f"{stage}@{run}" for stage in ("train", "evaluate") for run in RUNS), "report"}
+    expected = {"download", "split", *(f"{stage}@{run}" for stage in ("train", "evaluate", "analyze") for run in RUNS),
+                "report"}
     assert set(_ran_stages(first)) == expected, _show(first)
 
     report = (root / "reports" / "report.md").read_text()
@@ -71,10 +72,30 @@ def test_first_repro_runs_every_stage_and_writes_the_report(repo):
     for optimizer in OPTIMIZERS:
         label = LABELS[optimizer]
         assert re.search(rf"^\| {label} +\|", report, re.MULTILINE), f"no {label} row:\n{report}"
-    for name in ("per_class.png", "curves.png"):
+    for name in ("per_class.png", "curves.png", "mechanism.png", "density.png"):
         assert (root / "reports" / name).stat().st_size > 0
     for run in RUNS:
         assert {p.name for p in (root / "runs" / run / "model").iterdir()} == {"last.ckpt", "best.ckpt"}
+
+
+def test_every_run_is_analysed_and_the_report_shows_its_mechanism(repo):
+    root, _ = repo
+    report = (root / "reports" / "report.md").read_text()
+    mechanism = report[report.index("## Mechanism"):report.index("## Figures")]
+    for optimizer in OPTIMIZERS:
+        assert re.search(rf"^\| {LABELS[optimizer]} \| few \| -?[0-9]", mechanism, re.MULTILINE), mechanism
+    for run in RUNS:
+        record = json.loads((root / "analysis" / f"{run}.json").read_text())
+        assert record["checkpoint"] == "last" and record["epoch"] == 1 and record["weight_norm"] > 0
+        few = record["groups"]["few"]
+        assert few["samples"] == 8 and few["hessian_vector_products"] == 1 * 3 + 2
+        assert few["lambda_max"] >= few["lambda_min"] and few["trace_stderr"] >= 0
+        assert few["gap"] == pytest.approx(few["train_acc"] - few["test_acc"])
+        assert len(few["nodes"]) == len(few["weights"]) == 1 and len(few["nodes"][0]) == 3
+    shown = json.loads(_ok(_dvc(root, "metrics", "show", "--json")).stdout)[""]["data"]
+    assert set(shown["reports/mechanism.json"]["data"]) == set(OPTIMIZERS)
+    assert shown["reports/mechanism.json"]["data"]["imbsam"]["few"]["lambda_max"] == pytest.approx(
+        json.loads((root / "analysis" / "imbsam-0.json").read_text())["groups"]["few"]["lambda_max"])
 
 
 def test_metrics_json_and_dvc_metrics_and_plots(repo):
@@ -139,8 +160,21 @@ def test_changing_imbsam_rho_marks_only_its_run_and_the_report(rho_changed):
 
 def test_changing_imbsam_rho_reruns_only_imbsam_and_the_report(rho_changed):
     rerun = rho_changed["repro"]
-    assert _ran_stages(rerun) == ["download", "train@imbsam-0", "evaluate@imbsam-0", "report"], _show(rerun)
+    assert _ran_stages(rerun) == ["download", "train@imbsam-0", "evaluate@imbsam-0", "analyze@imbsam-0", "report"], \
+        _show(rerun)
     assert rho_changed["status_after"] == ALWAYS_CHANGED
+
+
+def test_changing_an_analysis_key_reanalyses_every_run_and_retrains_none(repo):
+    root, _ = repo
+    _set_params(root, {"analysis.rho": 0.1})
+    status, result = _changed_stages(root)
+    assert set(status) == {*ALWAYS_CHANGED, *(f"analyze@{run}" for run in RUNS), "report"}, _show(result)
+    rerun = _ok(_dvc(root, "repro"))
+    assert set(_ran_stages(rerun)) == {"download", *(f"analyze@{run}" for run in RUNS), "report"}, _show(rerun)
+    record = json.loads((root / "analysis" / "sgd-0.json").read_text())
+    assert record["settings"]["rho"] == 0.1
+    _commit(root, "analysis.rho=0.1")
 
 
 def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory):
@@ -179,8 +213,8 @@ def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory)
                      id="misspelt-optimizer"),
         # A group with no optimizer or loss module is an unknown section of params.yaml.
         pytest.param({"train.optimizers": [*OPTIMIZERS, "adam"], "adam": {}}, "train@adam-0",
-                     "unknown key adam: a typo? the sections are data, split, model, train, eval, device and one "
-                     "group per optimizer and loss", id="unknown-optimizer-with-group"),
+                     "unknown key adam: a typo? the sections are data, split, model, train, eval, device, analysis "
+                     "and one group per optimizer and loss", id="unknown-optimizer-with-group"),
         pytest.param({"train.seeds": [-1]}, None, "train.seeds=[-1] is invalid: seeds must be integers >= 0",
                      id="negative-seed"),
         pytest.param({"train.seeds": [0, 1.5]}, None, "train.seeds[1]=1.5 is invalid: input should be a valid integer",
@@ -189,6 +223,10 @@ def test_push_clone_pull_restores_report_and_checkpoints(repo, tmp_path_factory)
                      "train.epochs=0 is invalid: input should be greater than or equal to 1", id="zero-epochs"),
         pytest.param({"train.lr": -0.1}, None, "train.lr=-0.1 is invalid: input should be greater than 0",
                      id="negative-lr"),
+        # An analysis key: refused before any training, though only analyze@ reads it.
+        pytest.param({"analysis.lanczos_steps": 1, "train.lr": 0.02}, None,
+                     "analysis.lanczos_steps=1 is invalid: input should be greater than or equal to 2",
+                     id="one-lanczos-step"),
         # A report-only key, yet the first stage that runs (download) stops before anything trains.
         pytest.param({"eval.selection": "median", "train.lr": 0.02}, None,
                      "eval.selection='median' is invalid: input should be 'best' or 'last'",
