@@ -38,6 +38,9 @@ from imbsam.train import RESUME_DIR_ENV, status_file
 POLL_SECONDS = 3
 REPORT_EVERY_SECONDS = 30
 FINISHED = ("Success", "Failed")
+# A run's stages, each after the one before: a queued experiment brings the last two (and so the first) up to date,
+# so that a run's analysis runs beside the others' too, on the device its training claimed.
+RUN_STAGES = ("train", "evaluate", "analyze")
 
 
 def shard(text):
@@ -78,9 +81,9 @@ def dvc(*args, env=None, capture=True):
 
 
 def stale(names):
-    """The runs whose train@ or evaluate@ stage is not up to date in this workspace."""
+    """The runs whose train@, evaluate@ or analyze@ stage is not up to date in this workspace."""
     changed = json.loads(dvc("status", "--json").stdout or "{}")
-    return [name for name in names if f"train@{name}" in changed or f"evaluate@{name}" in changed]
+    return [name for name in names if any(f"{stage}@{name}" in changed for stage in RUN_STAGES)]
 
 
 def queue_status():
@@ -94,11 +97,12 @@ def queue_status():
 
 
 def queue(name):
-    """Queue the experiment that brings evaluate@name (and so train@name) up to date; its name."""
-    out = dvc("exp", "run", "--queue", f"evaluate@{name}").stdout
+    """Queue the experiment that brings evaluate@name and analyze@name (and so train@name) up to date; its name."""
+    targets = [f"{stage}@{name}" for stage in RUN_STAGES[1:]]
+    out = dvc("exp", "run", "--queue", *targets).stdout
     found = re.search(r"Queued experiment '([^']+)'", out)
     if not found:
-        raise InputError(f"`dvc exp run --queue evaluate@{name}` named no experiment: {out.strip()}")
+        raise InputError(f"`dvc exp run --queue {' '.join(targets)}` named no experiment: {out.strip()}")
     return found[1]
 
 
@@ -197,7 +201,8 @@ def main(argv=None):
 
     done = [name for name in names if name not in failed]
     print("gathering: dvc repro restores each trained run from the run-cache")
-    gather = ["repro"] if shares == 1 and not failed else ["repro", *(f"evaluate@{name}" for name in done)]
+    gather = (["repro"] if shares == 1 and not failed else
+              ["repro", *(f"{stage}@{name}" for name in done for stage in RUN_STAGES[1:])])
     gathering = time.time()
     result = dvc(*gather) if done or gather == ["repro"] else None
     if result is not None:

@@ -47,7 +47,9 @@ def test_two_slots_train_side_by_side_and_the_gathering_trains_nothing(tmp_path,
     gathering = result.stdout.split("gathering:", 1)[1]
     assert "Stage 'train@sgd-0' is cached - skipping run" in gathering
     assert "Stage 'evaluate@sam-0' is cached - skipping run" in gathering
-    assert "Running stage 'train@" not in gathering and "Running stage 'report'" in gathering
+    assert "Stage 'analyze@sgd-0' is cached - skipping run" in gathering
+    assert "Running stage 'train@" not in gathering and "Running stage 'analyze@" not in gathering
+    assert "Running stage 'report'" in gathering
 
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     for name, optimizer in (("sgd-0", "sgd"), ("sam-0", "sam")):
@@ -88,7 +90,7 @@ def test_shards_on_two_clones_meet_in_one_report_through_a_folder_remote(tmp_pat
 
     third = clones["c"]
     gathered = ok(dvc(third, "repro", "--pull"))  # the run-cache entries and their outputs, from the remote
-    assert not [s for s in ran_stages(gathered) if s.startswith(("train@", "evaluate@"))], show(gathered)
+    assert not [s for s in ran_stages(gathered) if s.startswith(("train@", "evaluate@", "analyze@"))], show(gathered)
     assert report_rows(third) == {f"sgd-{seed}" for seed in seeds}
 
 

@@ -68,7 +68,7 @@ def report(arch, batch_size, products, steps, analysis):
     training_seconds = PAPER["train"]["epochs"] * len(longtail_dataset()[0]) * train
     lanczos_mib = analysis["lanczos_steps"] * parameters * 4 / 2**20
     return "\n".join([
-        (f"{arch}, {parameters:,} parameters, batch {batch_size}, {device['threads']} threads "
+        (f"{arch}, {parameters:,} parameters, {device['threads']} threads "
         f"(MindSpore {device['mindspore']}, {device['platform']}); give `lscpu`'s model name with these figures"),
         (f"SGD train step ({device['kernels']} kernels, graph, batch {PAPER['train']['batch_size']}): "
          f"{1000 * train:8.1f} ms per image"),
