@@ -13,6 +13,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from imbsam.analysis import Curvature, hutchinson, lanczos, sharpness
 from imbsam.evaluate import GROUPS, group_accuracy, logits, per_class_accuracy
 
 CLASSES_PER_GROUP_KEY = "groups"
@@ -44,18 +45,35 @@ def group_sample(labels, classes, limit, rng):
     return indices
 
 
-def curvature_of(curvature, settings, seed, log):
-    """The curvature figures of the mean cross-entropy over a Curvature's samples (imbsam.analysis)."""
-    from imbsam.analysis import hutchinson, lanczos, sharpness
+CURVATURE_KEYS = ("lambda_max", "lambda_min", "saddle_ratio", "trace", "trace_stderr", "rho_sharpness")
 
+
+def _finite_products(hvp):
+    def checked(vector):
+        product = hvp(vector)
+        if not np.isfinite(product).all():
+            raise FloatingPointError("a Hessian-vector product is not finite")
+        return product
+    return checked
+
+
+def curvature_of(curvature, settings, seed, log):
+    """The curvature figures of the mean cross-entropy over a Curvature's samples (imbsam.analysis); None for each,
+    with the reason, where the products are not finite (a run whose loss overflowed there), so that one such run
+    leaves the others' analysis and the report standing."""
     started = time.perf_counter()
-    runs = []
-    for run in range(settings.lanczos_runs):
-        runs.append(lanczos(curvature.hvp, curvature.size, steps=settings.lanczos_steps, seed=seed + run))
-        log(f"Lanczos run {run + 1}/{settings.lanczos_runs} ({time.perf_counter() - started:.0f} s)")
-    nodes, weights = np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])
-    trace, stderr = hutchinson(curvature.hvp, curvature.size, samples=settings.hutchinson_samples, seed=seed)
+    hvp = _finite_products(curvature.hvp)
+    try:
+        runs = []
+        for run in range(settings.lanczos_runs):
+            runs.append(lanczos(hvp, curvature.size, steps=settings.lanczos_steps, seed=seed + run))
+            log(f"Lanczos run {run + 1}/{settings.lanczos_runs} ({time.perf_counter() - started:.0f} s)")
+        trace, stderr = hutchinson(hvp, curvature.size, samples=settings.hutchinson_samples, seed=seed)
+    except FloatingPointError as error:
+        log(f"no curvature: {error}")
+        return {**dict.fromkeys(CURVATURE_KEYS), "curvature_error": str(error), "samples": curvature.samples}
     log(f"trace from {settings.hutchinson_samples} vectors ({time.perf_counter() - started:.0f} s)")
+    nodes, weights = np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])
     # The extremes over every run's Ritz values, never an average of them: each is a bound the spectrum reaches.
     lambda_max, lambda_min = float(nodes.max()), float(nodes.min())
     return {
@@ -112,8 +130,6 @@ def analyze(network, split, settings, log=print):
                            settings.batch_size)
     test = generalization(network, split["test_images"], split["test_labels"], groups, num_classes,
                           settings.batch_size)
-    from imbsam.analysis import Curvature
-
     rng = np.random.default_rng(settings.seed)
     figures, curvature = {}, None
     for group in GROUPS:
@@ -122,7 +138,7 @@ def analyze(network, split, settings, log=print):
         known = None not in (entry["train_acc"], entry["test_acc"])
         entry["gap"] = entry["train_acc"] - entry["test_acc"] if known else None
         indices = group_sample(split["train_labels"], groups[group], settings.samples_per_group, rng)
-        if len(indices):
+        if len(indices) and settings.curvature:
             log(f"{group}: curvature over {len(indices)} training images")
             images, labels = normalize(split["train_images"][indices]), np.asarray(split["train_labels"][indices])
             curvature = (Curvature(network, images, labels, batch_size=settings.batch_size) if curvature is None

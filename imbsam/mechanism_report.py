@@ -100,6 +100,8 @@ def section(analyses, expected_runs, label):
         f"at ρ = {settings['rho']}. With BatchNorm, the loss does not change when a layer's weights are scaled but "
         "its curvature scales with 1/\\|w\\|²: compare curvature between optimizers with \\|w\\| (the norm of every "
         "trainable parameter) beside it."), ""]
+    if not all(r["settings"].get("curvature", True) for r in analyses):
+        lines += ["Curvature not measured for every run (`analysis.curvature=false`): those figures are n/a.", ""]
     lines += table(aggregate(analyses), label)
     lines += ["", "![Per-group λ_max and generalization gap](mechanism.png)", "",
               "![Hessian spectral density of the many and few groups](density.png)", ""]

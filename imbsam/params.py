@@ -190,6 +190,8 @@ class Device(Section):
 class Analysis(Section):
     """The mechanism stage (analyze@): generalization gap and curvature per class group of a run's last epoch."""
 
+    curvature: bool = knob(True, "measure the curvature too (false: the generalization gap only, in seconds)",
+                           protocol=False)
     samples_per_group: int = knob(128, "training images per group the curvature is measured on (a seeded subsample "
                                   "when the group has more)", protocol=False, ge=1)
     lanczos_steps: int = knob(16, "Lanczos steps per run (Ritz values of the spectral density)", protocol=False, ge=2)

@@ -69,9 +69,9 @@ def main():
     ANALYSIS_DIR.mkdir(exist_ok=True)
     write_text(ANALYSIS_DIR / f"{name}.json", json.dumps(record, indent=2) + "\n")
     for group, figures in result["groups"].items():
-        if "lambda_max" in figures:
-            print(f"{name}: {group}: gap {figures['gap']:.1f} points, lambda_max {figures['lambda_max']:.4g}, "
-                  f"lambda_min {figures['lambda_min']:.4g}, trace {figures['trace']:.4g}")
+        shown = [f"{key} {figures[key]:.4g}" for key in ("gap", "lambda_max", "lambda_min", "trace")
+                 if figures.get(key) is not None]
+        print(f"{name}: {group}: {', '.join(shown) or 'no figures (no images of the group)'}")
 
 
 if __name__ == "__main__":

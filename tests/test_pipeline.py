@@ -32,6 +32,7 @@ SMOKE = {
     "train.max_steps_per_epoch": 2,
     "train.batch_size": 32,
     "train.schedule": "step_cosine",  # the authors' schedule would train a 1-epoch run at learning rate 0
+    "analysis.curvature": True,  # workspace.ANALYSIS_SMOKE's few images and products
 }
 # A bad param must be rejected before MindSpore trains anything; a 1-epoch smoke train takes about as long.
 FAIL_FAST_SECONDS = 60

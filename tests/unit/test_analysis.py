@@ -200,3 +200,22 @@ def test_rho_sharpness_within_2_percent(case):
     exact = oracle.loss(oracle.w + rho * gradient / np.linalg.norm(gradient), frozen=False) - oracle.loss(oracle.w)
     assert rho_sharpness(cell, images, labels, rho) == pytest.approx(exact, rel=0.02)
     assert all(np.array_equal(p.asnumpy(), b) for p, b in zip(cell.trainable_params(), before))
+
+
+def test_a_run_whose_products_are_not_finite_gets_no_curvature_and_says_why():
+    from types import SimpleNamespace
+
+    from imbsam.mechanism import curvature_of
+
+    class Overflowing:
+        size, samples = 4, 2
+
+        def hvp(self, vector):
+            return np.full(self.size, np.inf)
+
+    settings = SimpleNamespace(lanczos_runs=2, lanczos_steps=3, hutchinson_samples=2, rho=0.05)
+    said = []
+    figures = curvature_of(Overflowing(), settings, 0, said.append)
+    assert figures["lambda_max"] is None and figures["trace"] is None and figures["samples"] == 2
+    assert "not finite" in figures["curvature_error"]
+    assert said == ["no curvature: a Hessian-vector product is not finite"]
