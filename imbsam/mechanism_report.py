@@ -47,9 +47,10 @@ def seed_figures(record):
 
 
 def from_seed_figures(optimizer, seed, figures):
-    """seed_figures back into the shape of an analysis record, as aggregate() takes it."""
-    return {"optimizer": optimizer, "seed": seed, "weight_norm": figures["weight_norm"],
-            "groups": {group: figures[group] for group in GROUPS}}
+    """seed_figures back into the shape of an analysis record, as aggregate() takes it. `dvc exp show` leaves out
+    null values, and with them a group whose figures were all null (an empty group)."""
+    return {"optimizer": optimizer, "seed": seed, "weight_norm": figures.get("weight_norm"),
+            "groups": {group: figures.get(group, {}) for group in GROUPS}}
 
 
 def metrics(aggregated):
