@@ -212,20 +212,16 @@ def lanczos(hvp, size, *, steps, seed=0):
             np.concatenate([weights / weights.sum(), np.zeros(padding)]))
 
 
-def _curvature(network, images, labels, loss_fn, batch_size):
-    return Curvature(network, images, labels, loss_fn=loss_fn, batch_size=batch_size)
-
-
 def hessian_eigenvalue(network, images, labels, *, loss_fn=None, max_iter=100, tol=1e-3, seed=0,
                        batch_size=DEFAULT_BATCH_SIZE):
     """The Hessian's eigenvalue of largest magnitude, sign kept, by power iteration (PyHessian's eigenvalues())."""
-    curvature = _curvature(network, images, labels, loss_fn, batch_size)
+    curvature = Curvature(network, images, labels, loss_fn=loss_fn, batch_size=batch_size)
     return power_iteration(curvature.hvp, curvature.size, max_iter=max_iter, tol=tol, seed=seed)
 
 
 def hessian_trace(network, images, labels, *, loss_fn=None, samples=100, seed=0, batch_size=DEFAULT_BATCH_SIZE):
     """(trace, standard error) by Hutchinson's estimator with `samples` Rademacher vectors."""
-    curvature = _curvature(network, images, labels, loss_fn, batch_size)
+    curvature = Curvature(network, images, labels, loss_fn=loss_fn, batch_size=batch_size)
     return hutchinson(curvature.hvp, curvature.size, samples=samples, seed=seed)
 
 
@@ -234,11 +230,12 @@ def hessian_density(network, images, labels, *, loss_fn=None, steps=20, runs=3, 
     """(nodes, weights), arrays of shape (runs, steps): stochastic Lanczos quadrature of the Hessian's spectral
     density (PyHessian's density()), each run from its own Rademacher start, each run's weights summing to 1. The
     extreme eigenvalues are nodes.max() and nodes.min(), the largest and smallest Ritz values over the runs."""
-    curvature = _curvature(network, images, labels, loss_fn, batch_size)
+    curvature = Curvature(network, images, labels, loss_fn=loss_fn, batch_size=batch_size)
     return density(curvature, steps=steps, runs=runs, seed=seed)
 
 
 def density(curvature, *, steps, runs, seed=0):
+    """hessian_density's (nodes, weights) of a Curvature: `runs` Lanczos runs, seeds seed, seed + 1, ..."""
     quadratures = [lanczos(curvature.hvp, curvature.size, steps=steps, seed=seed + run) for run in range(runs)]
     return np.stack([q[0] for q in quadratures]), np.stack([q[1] for q in quadratures])
 
@@ -258,4 +255,4 @@ def sharpness(curvature, rho):
 
 def rho_sharpness(network, images, labels, rho, *, loss_fn=None, batch_size=DEFAULT_BATCH_SIZE):
     """SAM's sharpness at radius rho: L(w + rho g / ||g||) - L(w), g the gradient of the mean loss."""
-    return sharpness(_curvature(network, images, labels, loss_fn, batch_size), rho)
+    return sharpness(Curvature(network, images, labels, loss_fn=loss_fn, batch_size=batch_size), rho)
