@@ -6,6 +6,7 @@ DVC experiment's temporary copy included), never an installed one.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -38,6 +39,21 @@ def matrix_run(description, groups_of=lambda optimizer, params: ()):
     except ValueError:
         raise InputError(f"--seed {args.seed!r} is not an integer: train.seeds lists integers >= 0") from None
     return params, args.optimizer, seed
+
+
+def trained_run(name, arch, checkpoints):
+    """train.json of run `name` and the paths of its `checkpoints` (e.g. "last", "best"), each checked to exist and
+    the run checked to be of model.arch `arch`, before a stage that reads them builds anything."""
+    run_dir = Path("runs") / name
+    paths = [run_dir / "train.json", *(run_dir / "model" / f"{checkpoint}.ckpt" for checkpoint in checkpoints)]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path} not found: run `dvc repro train@{name}` first")
+    run = json.loads(paths[0].read_text())
+    if run.get("arch") != arch:
+        raise InputError(f"model.arch={arch!r} but {name} was trained as {run.get('arch')!r}: "
+                         f"run `dvc repro train@{name}` or restore model.arch")
+    return run, dict(zip(checkpoints, paths[1:]))
 
 
 def main_guard(main):

@@ -12,32 +12,17 @@ from pathlib import Path
 from imbsam import registry
 from imbsam.device.claims import claim_for
 from imbsam.device.target import setup
-from imbsam.errors import InputError
 from imbsam.files import write_text
-from stages._common import main_guard, matrix_run
+from stages._common import main_guard, matrix_run, trained_run
 
 SPLIT_DIR = Path("data/split")
-RUNS_DIR = Path("runs")
 ANALYSIS_DIR = Path("analysis")
-
-
-def last_checkpoint(name, arch):
-    """train.json of the run and its last checkpoint, checked against the network this stage builds."""
-    train_json, checkpoint = RUNS_DIR / name / "train.json", RUNS_DIR / name / "model" / "last.ckpt"
-    for path in (train_json, checkpoint):
-        if not path.is_file():
-            raise InputError(f"{path} not found: run `dvc repro train@{name}` first")
-    run = json.loads(train_json.read_text())
-    if run.get("arch") != arch:
-        raise InputError(f"model.arch={arch!r} but {name} was trained as {run.get('arch')!r}: "
-                         f"run `dvc repro train@{name}` or restore model.arch")
-    return run, checkpoint
 
 
 def main():
     params, optimizer, seed = matrix_run(__doc__.splitlines()[0])
     name = f"{optimizer}-{seed}"
-    run, checkpoint = last_checkpoint(name, params.model.arch)
+    run, checkpoints = trained_run(name, params.model.arch, ("last",))
     info = setup(params.device.target, slot=claim_for(params.device.target))
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
     from imbsam.data.loading import load_split
@@ -51,7 +36,7 @@ def main():
     # MindSpore's own kernels: the second derivatives go through them (the project's CPU kernels have none).
     network = create_model(params.model.arch, num_classes=summary["num_classes"], kernels="mindspore",
                            normalised_head=normalised)
-    load_weights(network, checkpoint)
+    load_weights(network, checkpoints["last"])
     started = time.perf_counter()
     result = analyze(network, split, params.analysis, log=lambda text: print(f"{name}: {text}", flush=True))
     record = {

@@ -13,31 +13,12 @@ from tabulate import tabulate
 from imbsam import registry
 from imbsam.device.claims import claim_for
 from imbsam.device.target import setup
-from imbsam.errors import InputError
-from stages._common import main_guard, matrix_run
+from stages._common import main_guard, matrix_run, trained_run
 
 SPLIT_DIR = Path("data/split")
-RUNS_DIR = Path("runs")
 EVALS_DIR = Path("evals")
 # Last first: the best epoch is often the last one, and then reuses its result.
 SELECTIONS = ("last", "best")
-
-
-def read_run(name, arch):
-    """train.json of the run, checked against what this stage is about to build."""
-    run_dir = RUNS_DIR / name
-    train_json = run_dir / "train.json"
-    if not train_json.is_file():
-        raise InputError(f"{train_json} not found: run `dvc repro train@{name}` first")
-    run = json.loads(train_json.read_text())
-    if run.get("arch") != arch:
-        raise InputError(f"model.arch={arch!r} but {name} was trained as {run.get('arch')!r}: "
-                         f"run `dvc repro train@{name}` or restore model.arch")
-    for selection in SELECTIONS:
-        checkpoint = run_dir / "model" / f"{selection}.ckpt"
-        if not checkpoint.is_file():
-            raise InputError(f"{checkpoint} not found: run `dvc repro train@{name}` first")
-    return run
 
 
 def print_table(name, variants):
@@ -55,7 +36,7 @@ def main():
     params, optimizer, seed = matrix_run(__doc__.splitlines()[0])
     arch, batch_size, kernels = params.model.arch, params.eval.batch_size, params.train.kernels
     name = f"{optimizer}-{seed}"
-    run = read_run(name, arch)
+    run, checkpoints = trained_run(name, arch, SELECTIONS)
 
     info = setup(params.device.target, slot=claim_for(params.device.target))
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
@@ -77,7 +58,7 @@ def main():
         if selection == "best" and epoch == run["last_epoch"]:
             variants[selection] = variants["last"]
             continue
-        results = evaluate_checkpoint(network, RUNS_DIR / name / "model" / f"{selection}.ckpt",
+        results = evaluate_checkpoint(network, checkpoints[selection],
                                       split["test_images"], split["test_labels"], summary["groups"],
                                       summary["num_classes"], batch_size)
         variants[selection] = {variant: {"epoch": epoch, **result} for variant, result in results.items()}

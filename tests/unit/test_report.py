@@ -254,14 +254,6 @@ def test_the_mechanism_section_and_metrics_average_over_seeds(tmp_path):
     assert mechanism["sgd"]["weight_norm"] == pytest.approx(51.5)
 
 
-def test_missing_analysis_names_the_stage_to_run(tmp_path):
-    write_workspace(tmp_path, smoke_params())
-    (tmp_path / "analysis" / "sgd-1.json").unlink()
-    result = run_stage(tmp_path)
-    assert result.returncode == 1
-    assert "dvc repro analyze@sgd-1" in result.stderr
-
-
 def test_paper_config_has_no_banner_and_clean_selection_is_not_repeated(tmp_path):
     params = paper_params()
     params["train"].update(optimizers=["sgd", "imbsam"], seeds=[1])
@@ -299,12 +291,14 @@ def test_a_run_without_curves_is_named(tmp_path):
     assert "No per-epoch curves (dvclive files) for: sgd-2." in (tmp_path / "reports" / "report.md").read_text()
 
 
-def test_missing_evaluation_names_the_stage_to_run(tmp_path):
+@pytest.mark.parametrize(("folder", "stage"), [("evals", "evaluate"), ("analysis", "analyze")])
+@pytest.mark.parametrize("run", ["imbsam-2", "sgd-1"])
+def test_a_missing_record_names_the_stage_to_run(tmp_path, folder, stage, run):
     write_workspace(tmp_path, smoke_params())
-    (tmp_path / "evals" / "imbsam-2.json").unlink()
+    (tmp_path / folder / f"{run}.json").unlink()
     result = run_stage(tmp_path)
     assert result.returncode == 1
-    assert "dvc repro evaluate@imbsam-2" in result.stderr
+    assert f"dvc repro {stage}@{run}" in result.stderr
 
 
 def test_evaluate_stage_does_not_depend_on_report_choices():
