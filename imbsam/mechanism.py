@@ -32,8 +32,8 @@ def generalization(network, images, labels, groups, num_classes, batch_size):
     scores = logits(network, images, batch_size)
     accuracy = group_accuracy(per_class_accuracy(scores.argmax(axis=1), labels, num_classes), groups)
     losses = per_sample_cross_entropy(scores, labels)
-    loss = {group: float(losses[np.isin(labels, groups[group])].mean()) if np.isin(labels, groups[group]).any()
-            else None for group in GROUPS}
+    members = {group: np.isin(labels, groups[group]) for group in GROUPS}
+    loss = {group: float(losses[members[group]].mean()) if members[group].any() else None for group in GROUPS}
     return accuracy, loss
 
 
