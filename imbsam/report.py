@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from imbsam import datasets, mechanism_report, published, registry
+from imbsam import claims, claims_report, datasets, mechanism_report, published, registry
 from imbsam.durations import format_duration
 from imbsam.params import flatten, paper_protocol
 
@@ -30,11 +30,13 @@ def _same(ours, paper):
     return ours == paper
 
 
-def differences_from_paper(params):
-    """[(dotted key, ours, paper)] for every paper-default key whose value differs (missing counts as different),
-    leaving out the groups of methods and losses the run does not use."""
+def differences_from_paper(params, protocol=None):
+    """[(dotted key, ours, paper)] for every key of `protocol` ({dotted key: value}; None: the paper's whole
+    protocol) whose value differs (missing counts as different), leaving out the groups of methods and losses the
+    run does not use."""
     flat, unused = flatten(params), unused_groups(params)
-    return [(key, flat.get(key), paper) for key, paper in paper_protocol().items()
+    protocol = paper_protocol() if protocol is None else protocol
+    return [(key, flat.get(key), paper) for key, paper in protocol.items()
             if key.split(".")[0] not in unused and not _same(flat.get(key), paper)]
 
 
@@ -45,10 +47,11 @@ def unused_groups(params):
             | (set(registry.names("losses")) - {train.get("loss", "ce")}))
 
 
-def comparability_warnings(params, summary):
-    """Why the numbers are not comparable with the paper's; empty when they are."""
-    warnings = [f"`{key}` = {ours!r} (paper: {paper!r})"
-                for key, ours, paper in differences_from_paper(params) if key not in _PROTOCOL_NEUTRAL]
+def comparability_warnings(params, summary, protocol=None):
+    """Why the numbers are not comparable with those of a source that ran `protocol` (None: the paper's); empty
+    when they are."""
+    warnings = [f"`{key}` = {ours!r} ({'paper' if protocol is None else 'source'}: {paper!r})"
+                for key, ours, paper in differences_from_paper(params, protocol) if key not in _PROTOCOL_NEUTRAL]
     if summary.get("synthetic"):
         warnings.append(f"the data is a synthetic stand-in archive, not {_dataset_title(summary)}")
     return warnings
@@ -382,8 +385,17 @@ def _provenance_section(trains, summary, params, provenance):
             "### Runs", "", runs_table(trains), ""]
 
 
-def render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses=()):
-    """The report. provenance: {"git": str, "params_sha256": str, "python": str}; analyses: the analyze@ records."""
+def judge_claims(summary, params, selection, flip_tta, predictions, analyses=()):
+    """imbsam.claims_report.judge over every paper's claims, a claim's setting checked like the banner's."""
+    return claims_report.judge(claims.all_claims(), predictions, analyses, summary["groups"], summary["num_classes"],
+                               selection, flip_tta,
+                               lambda setting: comparability_warnings(params, summary, setting.keys))
+
+
+def render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses=(),
+                    claim_results=()):
+    """The report. provenance: {"git": str, "params_sha256": str, "python": str}; analyses: the analyze@ records;
+    claim_results: judge_claims'."""
     selected = aggregate(evals, selection, flip_tta)
     imb_factor = summary.get("imb_factor")
     title_if = f"IF={published.imbalance_factor(imb_factor)}" if imb_factor else "imbalance factor unknown"
@@ -395,6 +407,8 @@ def render_markdown(evals, trains, curves, summary, params, selection, flip_tta,
         figures += [f"No per-epoch curves (dvclive files) for: {', '.join(without_curves)}.", ""]
     return "\n".join([f"# ImbSAM reproduction: {_dataset_title(summary)}-LT ({title_if})", "",
                       *_banner(params, summary),
+                      *claims_report.section(list(claim_results), label, describe_protocol(selection, flip_tta),
+                                             selection, flip_tta),
                       *_results_section(evals, selected, selection, flip_tta),
                       *_comparison_section(selected, summary, params),
                       *mechanism_report.section(list(analyses), list(trains), label),
@@ -403,17 +417,23 @@ def render_markdown(evals, trains, curves, summary, params, selection, flip_tta,
                       *_provenance_section(trains, summary, params, provenance)])
 
 
-def write_report(out_dir, evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses=()):
-    """Write report.md, per_class.png, curves.png, metrics.json, seeds.json and, from the analyze@ records,
-    mechanism.json, mechanism.png and density.png into out_dir; return the metrics."""
+def write_report(out_dir, evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses=(),
+                 predictions=None):
+    """Write report.md, per_class.png, curves.png, metrics.json, seeds.json, claims.json and, from the analyze@
+    records, mechanism.json, mechanism.png and density.png into out_dir; return the metrics.
+
+    predictions: {(optimizer, seed): the evaluate stage's per-image predictions}, what the claims' intervals
+    resample; without them every accuracy claim is "not run"."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results = judge_claims(summary, params, selection, flip_tta, predictions or {}, analyses)
+    (out_dir / "claims.json").write_text(json.dumps(claims_report.metrics(results, label), indent=2) + "\n")
     selected = metrics(aggregate(evals, selection, flip_tta))
     (out_dir / "metrics.json").write_text(json.dumps(selected, indent=2) + "\n")
     (out_dir / "seeds.json").write_text(
         json.dumps(seed_metrics(evals, selection, flip_tta, analyses), indent=2) + "\n")
     (out_dir / "report.md").write_text(
-        render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses))
+        render_markdown(evals, trains, curves, summary, params, selection, flip_tta, provenance, analyses, results))
     mechanism = mechanism_report.aggregate(analyses)
     (out_dir / "mechanism.json").write_text(json.dumps(mechanism_report.metrics(mechanism), indent=2) + "\n")
     if analyses:

@@ -1,5 +1,5 @@
-"""Stage report: reports/report.md, its figures, metrics.json and mechanism.json from every run's evaluation and
-analysis.
+"""Stage report: reports/report.md, its figures, metrics.json, claims.json and mechanism.json from every run's
+evaluation, per-image predictions and analysis.
 
 Which numbers the tables and metrics.json show is chosen here (eval.selection, eval.flip_tta);
 the evaluate stage computed all of them.
@@ -8,6 +8,8 @@ the evaluate stage computed all of them.
 import json
 import platform
 from pathlib import Path
+
+import numpy as np
 
 from imbsam.errors import InputError
 from imbsam.report import git_state, read_metric_tsv, sha256_of, write_report
@@ -28,16 +30,25 @@ def _read_json(path, stage):
     return json.loads(path.read_text())
 
 
+def _read_predictions(path, name):
+    if not path.is_file():
+        raise InputError(f"{path} not found: run `dvc repro evaluate@{name}` (an evaluation from before the "
+                         "report judged the papers' claims has no per-image predictions)")
+    with np.load(path) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
 def main():
     params = load_params()
     selection, flip_tta = params.eval.selection, params.eval.flip_tta
 
     summary = _read_json(SUMMARY_FILE, "split")
-    evals, trains, curves, analyses = [], {}, {}, []
+    evals, trains, curves, analyses, predictions = [], {}, {}, [], {}
     for optimizer in params.train.optimizers:
         for seed in params.train.seeds:
             name = f"{optimizer}-{seed}"
             evals.append(_read_json(EVALS_DIR / f"{name}.json", f"evaluate@{name}"))
+            predictions[(optimizer, seed)] = _read_predictions(EVALS_DIR / f"{name}.predictions.npz", name)
             trains[name] = _read_json(RUNS_DIR / name / "train.json", f"train@{name}")
             analyses.append(_read_json(ANALYSIS_DIR / f"{name}.json", f"analyze@{name}"))
             metric_dir = RUNS_DIR / name / "live" / "plots" / "metrics"
@@ -46,7 +57,7 @@ def main():
 
     provenance = {"git": git_state(), "params_sha256": sha256_of(PARAMS_FILE), "python": platform.python_version()}
     selected = write_report(REPORTS_DIR, evals, trains, curves, summary, params.model_dump(), selection, flip_tta,
-                            provenance, analyses)
+                            provenance, analyses, predictions)
     print(f"wrote {REPORTS_DIR}/report.md; {selection} epoch, {'with' if flip_tta else 'without'} flip TTA:")
     for optimizer, groups in selected.items():
         print(f"  {optimizer:8s} " + "  ".join(

@@ -52,6 +52,8 @@ def test_dvc_exp_run_writes_the_report_as_the_user(pipeline):
     assert pipeline["report"].strip(), "reports/report.md was not written"
     # The mechanism stage's second derivatives run in the image too.
     assert "## Mechanism" in pipeline["report"] and "Not analysed yet" not in pipeline["report"]
+    # The claims' bootstrap over the evaluate stage's per-image predictions, first in the report.
+    assert pipeline["report"].index("## Did it reproduce?") < pipeline["report"].index("## Results")
     assert pipeline["owner"] == USER
 
 

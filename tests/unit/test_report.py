@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -50,6 +51,21 @@ def eval_record(optimizer, seed, groups=GROUPS):
         variants.setdefault(selection, {})[variant] = _variant(per_class, epoch, variant == "flip_tta", groups)
     return {"optimizer": optimizer, "seed": seed, "arch": "resnet32", "num_classes": 6, "test_total": 600,
             "device": {"target": "CPU"}, "variants": variants}
+
+
+TEST_LABELS = np.repeat(np.arange(6), 100)
+
+
+def predictions(optimizer, seed):
+    """Per-image predictions with exactly the per-class accuracies of eval_record: in class c, the first
+    `accuracy` of its 100 images right, the others taken for the next class."""
+    arrays = {"labels": TEST_LABELS}
+    for (selection, variant), offset in OFFSETS.items():
+        accuracy = [a - offset for a in BEST_TTA[(optimizer, seed)]]
+        right = np.arange(600) % 100 < np.repeat(accuracy, 100)
+        arrays[f"{selection}{'_tta' if variant == 'flip_tta' else ''}"] = np.where(right, TEST_LABELS,
+                                                                                (TEST_LABELS + 1) % 6)
+    return arrays
 
 
 # Per group, lambda_max of SGD; ImbSAM's is half, and seed s adds s. The other quantities follow from it.
@@ -111,6 +127,7 @@ def write_workspace(root, params, synthetic=True, runs=MATRIX):
     for optimizer, seed in runs:
         name = f"{optimizer}-{seed}"
         (root / "evals" / f"{name}.json").write_text(json.dumps(eval_record(optimizer, seed)))
+        np.savez(root / "evals" / f"{name}.predictions.npz", **predictions(optimizer, seed))
         (root / "analysis" / f"{name}.json").write_text(json.dumps(analysis_record(optimizer, seed)))
         run_dir = root / "runs" / name
         metric_dir = run_dir / "live" / "plots" / "metrics"
@@ -267,6 +284,38 @@ def test_paper_config_has_no_banner_and_clean_selection_is_not_repeated(tmp_path
     assert ["SGD", "80.0", "45.0", "10.0", "45.0", "1"] in table_rows(md)
     assert json.loads((tmp_path / "reports" / "metrics.json").read_text())["sgd"] == {
         "many": 80.0, "medium": 45.0, "few": 10.0, "all": 45.0}
+
+
+def test_the_report_opens_with_the_claims_judged_on_the_selected_protocol(tmp_path):
+    write_workspace(tmp_path, smoke_params())
+    result = run_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert md.index("WARNING") < md.index("## Did it reproduce?") < md.index("## Results")
+    claims = json.loads((tmp_path / "reports" / "claims.json").read_text())
+    # SGD's few group, best epoch with TTA: 17.0 over seeds 1 and 2 (15 and 19), the clean protocol's 12.0 beside.
+    few = claims["imbsam:sgd:few"]
+    assert (few["ours"], few["clean"], few["verdict"], few["setting"]) == (17.0, 12.0, "not comparable", "off")
+    assert few["low"] < 17.0 < few["high"]
+    # ImbSAM's few minus SGD's: 33 - 17, seed by seed on the same images; judged although off the setting.
+    difference = claims["imbsam:imbsam-sgd:few"]
+    assert difference["ours"] == pytest.approx(16.0) and difference["verdict"] == "holds"
+    assert claims["imbsam:imbsam-sam:all"]["verdict"] == "not run"
+    assert "| ImbSAM above SGD on the few classes | +5.9 | +16.0 |" in md
+    assert "Not run: " in md and "runs of SAM (`train.optimizers`)" in md
+
+
+def test_on_the_papers_setting_value_claims_get_a_verdict(tmp_path):
+    params = paper_params()
+    params["train"].update(optimizers=["sgd", "imbsam"], seeds=[1])
+    write_workspace(tmp_path, params, synthetic=False, runs=[("sgd", 1), ("imbsam", 1)])
+    assert run_stage(tmp_path).returncode == 0
+    claims = json.loads((tmp_path / "reports" / "claims.json").read_text())
+    values = [claim for claim_id, claim in claims.items() if claim_id.startswith("imbsam:") and claim["kind"] == "value"
+              and claim["ours"] is not None]
+    assert len(values) == 8 and all(c["verdict"] in ("holds", "contradicted", "inconclusive") for c in values)
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert "With one seed the intervals cover the test set's noise only" in md
 
 
 def test_unknown_selection_fails_fast_naming_the_key(tmp_path):
