@@ -1,6 +1,6 @@
 """The sweep report: every DVC experiment's per-seed results (reports/seeds.json) grouped by (dataset, imbalance
 factor, loss), the optimizers side by side with mean +- std over seeds, beside the published numbers of that
-setting (imbsam.published).
+setting (imbsam.published) and each experiment's verdicts on the papers' claims (reports/claims.json).
 
     python -m imbsam.sweep [--out reports/sweep.md] [dvc exp show options, e.g. -A or --rev main]
 
@@ -30,6 +30,7 @@ from imbsam.report import (
 )
 
 SEEDS_FILE = "reports/seeds.json"
+CLAIMS_FILE = "reports/claims.json"
 # What a setting is; the variant label leaves these out, and the keys that say how to run or read the matrix.
 SETTING_KEYS = ("data.dataset", "split.imb_factor", "train.loss")
 # data.md5: whether the archive is the official one is said on its own.
@@ -37,8 +38,8 @@ _NOT_VARIANT = (*SETTING_KEYS, "train.optimizers", "train.seeds", "data.md5")
 
 
 def entries(exp_show):
-    """(name, params.yaml as a nested dict, seeds.json) of every experiment and commit in `dvc exp show --json`
-    output that has both, in its order."""
+    """(name, params.yaml as a nested dict, seeds.json, claims.json or {}) of every experiment and commit in
+    `dvc exp show --json` output that has params and seeds, in its order."""
     found = []
 
     def walk(node):
@@ -49,10 +50,11 @@ def entries(exp_show):
             data = node.get("data")
             if isinstance(data, dict) and "params" in data:
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
-                seeds = ((data.get("metrics") or {}).get(SEEDS_FILE) or {}).get("data")
+                metrics = data.get("metrics") or {}
+                seeds = (metrics.get(SEEDS_FILE) or {}).get("data")
                 if params and seeds:
                     name = node.get("name") or data.get("name") or node.get("rev") or data.get("rev")
-                    found.append((str(name), params, seeds))
+                    found.append((str(name), params, seeds, (metrics.get(CLAIMS_FILE) or {}).get("data") or {}))
             for value in node.values():
                 if isinstance(value, (list, dict)):
                     walk(value)
@@ -70,10 +72,11 @@ def _variant(params):
 
 
 def collect(found):
-    """{(dataset, imbalance factor, loss, variant): {"experiments": [...], "official": bool, "evals": [...]}},
-    evals as the report's aggregate() takes them (one per optimizer and seed)."""
+    """{(dataset, imbalance factor, loss, variant): {"experiments": [...], "official": bool, "evals": [...],
+    "analyses": [...], "claims": {experiment: its claims.json}}}, evals as the report's aggregate() takes them (one
+    per optimizer and seed)."""
     settings = {}
-    for name, raw, seeds in found:
+    for name, raw, seeds, claims in found:
         try:
             params = validate(raw, f"experiment {name}").model_dump()
         except InputError:
@@ -81,7 +84,7 @@ def collect(found):
         setting = (params["data"]["dataset"], published.imbalance_factor(params["split"]["imb_factor"]),
                    params["train"]["loss"], _variant(params))
         entry = settings.setdefault(setting, {"experiments": [], "official": True, "evals": [], "analyses": [],
-                                              "seen": set()})
+                                              "claims": {}, "seen": set()})
         entry["official"] &= params["data"]["md5"] == datasets.get(params["data"]["dataset"]).MD5
         added = False
         for optimizer, by_seed in seeds.items():
@@ -98,6 +101,8 @@ def collect(found):
                 added = True
         if added:
             entry["experiments"].append(name)
+        if claims:
+            entry["claims"][name] = claims
     return {key: value for key, value in settings.items() if value["evals"]}
 
 
@@ -143,7 +148,30 @@ def render(settings):
         if entry["analyses"]:
             lines += [MECHANISM_LEGEND, "", *mechanism_report.table(mechanism_report.aggregate(entry["analyses"]),
                                                                     label), ""]
+        lines += _claims_table(entry["claims"])
     return "\n".join(lines)
+
+
+CLAIMS_LEGEND = ("The papers' claims, each experiment's verdict on its own runs (its report's \"Did it reproduce?\" "
+                 "section; docs/claims.md), for the claims any of them ran:")
+
+
+def _claims_table(by_experiment):
+    """Claim x experiment verdicts, leaving out the claims no experiment ran."""
+    ran = {}
+    for claims in by_experiment.values():
+        for claim_id, claim in claims.items():
+            if claim.get("verdict") not in (None, "not run"):
+                ran.setdefault(claim_id, claim.get("claim", claim_id))
+    if not ran:
+        return []
+    experiments = list(by_experiment)
+    header = ["claim", *experiments]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for claim_id, text in ran.items():
+        cells = [by_experiment[name].get(claim_id, {}).get("verdict", "n/a") for name in experiments]
+        lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    return [CLAIMS_LEGEND, "", *lines, ""]
 
 
 def exp_show(extra=()):

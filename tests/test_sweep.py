@@ -2,6 +2,7 @@
 read back through `dvc exp show` by `python -m imbsam.sweep`. Its grouping on its own is in
 tests/unit/test_sweep.py."""
 
+import re
 import sys
 
 import pytest
@@ -46,6 +47,11 @@ def test_every_setting_has_both_optimizers_with_their_seed_count(swept):
         # Each experiment's analysis, from its seeds.json, pooled as its accuracies are.
         assert "| SGD | few | " in section.split("Mechanism, ")[1] and "| ImbSAM | few | " in section, section
         assert "Not the official archive" in section
+        # Each experiment's verdicts on the claims its runs could test (SGD and ImbSAM: the ImbSAM paper's
+        # differences between them), read back from its reports/claims.json.
+        verdicts = section.split("The papers' claims, ")[1]
+        assert re.search(r"^\| ImbSAM above SGD on all classes \| (holds|contradicted|inconclusive) \|$", verdicts,
+                         re.MULTILINE), section
 
 
 def test_published_numbers_stand_beside_their_setting_only(swept):

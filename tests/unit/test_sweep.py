@@ -4,7 +4,7 @@ tests/test_sweep.py."""
 from imbsam import sweep
 
 
-def _entry(name, dataset="cifar100", loss="ce", seeds=None, **changes):
+def _entry(name, dataset="cifar100", loss="ce", seeds=None, claims=None, **changes):
     from imbsam.params import file_defaults
 
     params = file_defaults()
@@ -13,7 +13,7 @@ def _entry(name, dataset="cifar100", loss="ce", seeds=None, **changes):
     for dotted, value in changes.items():
         section, key = dotted.split("__")
         params[section][key] = value
-    return name, params, seeds
+    return name, params, seeds, claims or {}
 
 
 def test_seeds_pool_across_experiments_count_once_and_other_params_stay_apart():
@@ -56,3 +56,20 @@ def test_mechanism_figures_pool_over_the_same_seeds_as_the_accuracies():
     assert next(line for line in text.splitlines() if line.startswith("| SGD | many ")).count("n/a") == 0
     assert rows == [["SGD", "few", "2.0 ± 0.0", "11 ± 1.414", "-1 ± 0", "0.500 ± 0.000", "9 ± 0", "0.25 ± 0",
                      "40.0 ± 0.0"]]
+
+
+def test_each_experiments_verdicts_stand_under_its_setting_for_the_claims_any_ran():
+    groups = {"many": 50.0, "medium": 30.0, "few": 10.0, "all": 30.0}
+
+    def claims(verdict):
+        return {"imbsam:imbsam-sgd:all": {"kind": "difference", "verdict": verdict,
+                                          "claim": "ImbSAM above SGD on all classes"},
+                "sse_sam:sse_sam:all": {"kind": "value", "verdict": "not run", "claim": "SSE-SAM on all classes"}}
+
+    found = [_entry("a", seeds={"sgd": {"1": groups}}, claims=claims("holds")),
+             _entry("b", seeds={"sgd": {"2": groups}}, claims=claims("inconclusive")),
+             _entry("c", seeds={"sgd": {"3": groups}})]
+    text = sweep.render(sweep.collect(found))
+    assert "| claim | a | b |" in text
+    assert "| ImbSAM above SGD on all classes | holds | inconclusive |" in text
+    assert "SSE-SAM on all classes" not in text
