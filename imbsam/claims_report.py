@@ -8,6 +8,7 @@ has no test-image resample), paired across optimizers; their "interval" is the r
 """
 
 import numpy as np
+from tabulate import tabulate
 
 from imbsam import registry
 from imbsam.bootstrap import CONFIDENCE, RESAMPLES, SEED, Bootstrap
@@ -43,6 +44,11 @@ def bootstrap(predictions, groups, num_classes, selection, flip_tta, resamples=R
     labels = predictions[runs[0]]["labels"]
     if any(not np.array_equal(predictions[run]["labels"], labels) for run in runs):
         raise ValueError("the runs' predictions are of different test sets: re-run their evaluate@ stages")
+    seeds = {}
+    for optimizer, run_seed in runs:
+        seeds.setdefault(optimizer, []).append(run_seed)
+    if len({tuple(of_one) for of_one in seeds.values()}) != 1:
+        raise ValueError(f"the optimizers' seeds differ ({seeds}): the bootstrap pairs them seed by seed")
     series = {}
     for run in runs:
         for protocol, variant in ((SELECTED, _variant(selection, flip_tta)), (CLEAN, "last")):
@@ -63,10 +69,10 @@ def accuracy_verdict(claim, low, high):
         return "contradicted" if low > claim.margin else "inconclusive"
     # Mirrored so that the paper's side is positive.
     sign = 1 if claim.direction == "greater" else -1
-    nearer, farther = sorted((sign * low, sign * high))
-    if nearer > 0:
+    bottom, top = sorted((sign * low, sign * high))
+    if bottom > 0:
         return "holds"
-    return "contradicted" if farther < 0 else "inconclusive"
+    return "contradicted" if top < 0 else "inconclusive"
 
 
 def _agrees(direction, value):
@@ -190,7 +196,8 @@ def text(claim, label):
     return pair.format("above" if claim.direction == "greater" else "below")
 
 
-def _signed(value, fmt=".1f"):
+def signed(value, fmt=".1f"):
+    """value with its sign always shown; the report's tables use it for differences."""
     # Rounded first, so that -0.04 reads +0.0; U+2212 is the typographic minus, as in the report's tables.
     text = format(value, fmt)
     return text.replace("-", "\u2212", 1) if text.startswith("-") and float(text) != 0 else f"+{text.lstrip('-')}"
@@ -204,10 +211,10 @@ def _row(result, label, clean_column):
     if claim.kind == "mechanism":
         fmt = ".1f" if claim.quantity == "gap" else ".3g"
         spread = (f"{result['agree']} of {result['seeds']} seeds agree; range "
-                  f"[{_signed(result['low'], fmt)}, {_signed(result['high'], fmt)}]")
-        return [text(claim, label), _paper_cell(claim), _signed(result["ours"], fmt), spread,
+                  f"[{signed(result['low'], fmt)}, {signed(result['high'], fmt)}]")
+        return [text(claim, label), _paper_cell(claim), signed(result["ours"], fmt), spread,
                 *([""] * clean_column), verdict, ""]
-    show = (lambda v: f"{v:.1f}") if claim.kind == "value" else _signed
+    show = (lambda v: f"{v:.1f}") if claim.kind == "value" else signed
     clean = [] if not clean_column else ["n/a" if result["clean"] is None else show(result["clean"])]
     return [text(claim, label), _paper_cell(claim), show(result["ours"]),
             f"[{show(result['low'])}, {show(result['high'])}]", *clean, verdict,
@@ -218,7 +225,7 @@ def _paper_cell(claim):
     if claim.kind == "value":
         return f"{claim.published:.1f} ± {claim.tolerance:g}"
     if claim.kind == "difference":
-        return _signed(claim.published)
+        return signed(claim.published)
     return {"greater": "> 0", "less": "< 0", "not_less": "≥ 0"}[claim.direction]
 
 
@@ -280,12 +287,9 @@ def section(results, label, protocol, selection, flip_tta):
                   f"Setting: {setting}. {status} Sources: {sources}.", ""]
         ran = [row for row in rows if row["verdict"] != "not run"]
         if ran:
-            lines += [_table(headers, [_row(row, label, clean_column) for row in ran]), ""]
+            lines += [tabulate([_row(row, label, clean_column) for row in ran], headers=headers, tablefmt="github",
+                               disable_numparse=True), ""]
         if len(ran) < len(rows):
             lines += [_not_run(rows, label), ""]
     return [*lines, RULES, ""]
 
-
-def _table(headers, rows):
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])

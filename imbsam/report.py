@@ -130,12 +130,6 @@ def _cell(mean, std):
     return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
-def _signed(value):
-    # Rounded first so that -0.04 reads +0.0, not a negative zero; U+2212 is the typographic minus.
-    value = round(value, 1)
-    return f"+{value:.1f}" if value >= 0 else f"\u2212{abs(value):.1f}"
-
-
 def results_table(aggregated):
     rows = []
     for optimizer, row in aggregated.items():
@@ -155,7 +149,8 @@ def comparison_table(aggregated, published):
         cells = []
         for key in GROUP_KEYS:
             ours, theirs = row["mean"][key], published[optimizer][key]
-            cells.append(f"{theirs:.1f} (n/a)" if ours is None else f"{theirs:.1f} ({_signed(ours - theirs)})")
+            difference = "n/a" if ours is None else claims_report.signed(ours - theirs)
+            cells.append(f"{theirs:.1f} ({difference})")
         rows.append([label(optimizer), *cells])
     return tabulate(rows, headers=["Optimizer", "Many", "Medium", "Few", "All"], tablefmt="github",
                     disable_numparse=True)

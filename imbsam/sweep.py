@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tabulate import tabulate
+
 from imbsam import datasets, mechanism_report, published, registry
 from imbsam.errors import InputError
 from imbsam.params import defaults, flatten, paper_protocol, validate
@@ -166,12 +168,10 @@ def _claims_table(by_experiment):
     if not ran:
         return []
     experiments = list(by_experiment)
-    header = ["claim", *experiments]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for claim_id, text in ran.items():
-        cells = [by_experiment[name].get(claim_id, {}).get("verdict", "n/a") for name in experiments]
-        lines.append(f"| {text} | " + " | ".join(cells) + " |")
-    return [CLAIMS_LEGEND, "", *lines, ""]
+    rows = [[text, *(by_experiment[name].get(claim_id, {}).get("verdict", "n/a") for name in experiments)]
+            for claim_id, text in ran.items()]
+    return [CLAIMS_LEGEND, "", tabulate(rows, headers=["claim", *experiments], tablefmt="github",
+                                        disable_numparse=True), ""]
 
 
 def exp_show(extra=()):

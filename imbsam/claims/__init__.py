@@ -7,7 +7,8 @@ Three kinds:
   or "not_above": not more than `margin` points above).
 - Mechanism: a curvature or generalization-gap figure of the mechanism stage (imbsam.mechanism), seed by seed:
   `quantity` of `optimizer`'s `group` minus the same of `baseline` (another optimizer's same group) or, with no
-  baseline, of the optimizer's own `other_groups` (the strongest of them in the claim's direction).
+  baseline, of the optimizer's own `other_groups` (the strongest of them in the claim's direction); direction
+  greater, less or "not_less" (not below). Its `text` may name the baseline as {baseline}.
 """
 
 from dataclasses import dataclass, field

@@ -259,3 +259,9 @@ def test_a_claim_of_another_setting_is_checked_against_its_own_keys():
     params["model"]["arch"], params["train"]["loss"], params["train"]["lr"] = "resnet32", "logit_adjusted", 0.1
     assert comparability_warnings(params, summary, focal_sam.SETTING.keys) == []
     assert comparability_warnings(params, {"synthetic": True}, focal_sam.SETTING.keys) != []
+
+
+def test_optimizers_with_different_seeds_are_refused_rather_than_paired_wrongly():
+    runs = {**_runs(["sgd"], seeds=(1, 2)), **_runs(["imbsam"], seeds=(1, 3))}
+    with pytest.raises(ValueError, match="seeds differ"):
+        _judge([_difference("greater")], runs)
