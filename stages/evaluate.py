@@ -9,30 +9,17 @@ resamples them) and prints a short table.
 import json
 from pathlib import Path
 
-import numpy as np
 from tabulate import tabulate
 
-from imbsam import registry
+from imbsam import predictions, registry
 from imbsam.device.claims import claim_for
 from imbsam.device.target import setup
-from imbsam.files import atomic_path
 from stages._common import main_guard, matrix_run, trained_run
 
 SPLIT_DIR = Path("data/split")
 EVALS_DIR = Path("evals")
 # Last first: the best epoch is often the last one, and then reuses its result.
-SELECTIONS = ("last", "best")
-# The predictions file's array per (selection, variant of imbsam.evaluate.TTA_VARIANTS).
-PREDICTION_KEYS = {"plain": "", "flip_tta": "_tta"}
-
-
-def write_predictions(path, labels, predicted):
-    """evals/<run>.predictions.npz: int16 arrays `labels`, `last`, `last_tta`, `best`, `best_tta`, in the split's
-    test order. predicted: {selection: {variant: classes}}."""
-    arrays = {f"{selection}{PREDICTION_KEYS[variant]}": np.asarray(classes, dtype=np.int16)
-              for selection, by_variant in predicted.items() for variant, classes in by_variant.items()}
-    with atomic_path(path) as partial:
-        np.savez_compressed(partial, labels=np.asarray(labels, dtype=np.int16), **arrays)
+SELECTIONS = predictions.SELECTIONS
 
 
 def print_table(name, variants):
@@ -55,7 +42,7 @@ def main():
     info = setup(params.device.target, slot=claim_for(params.device.target))
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
     from imbsam.data.loading import load_split
-    from imbsam.evaluate import TTA_VARIANTS, load_weights, predict_variants, summarize
+    from imbsam.evaluate import load_weights, predict_variants, score_variants
     from imbsam.models import create_model
 
     split = load_split(SPLIT_DIR)
@@ -75,10 +62,8 @@ def main():
             continue
         load_weights(network, checkpoints[selection])
         predicted[selection] = predict_variants(network, split["test_images"], batch_size)
-        variants[selection] = {
-            variant: {"epoch": epoch, "tta": TTA_VARIANTS[variant],
-                      **summarize(predicted[selection][variant], labels, summary["groups"], summary["num_classes"])}
-            for variant in TTA_VARIANTS}
+        scores = score_variants(predicted[selection], labels, summary["groups"], summary["num_classes"])
+        variants[selection] = {variant: {"epoch": epoch, **result} for variant, result in scores.items()}
 
     EVALS_DIR.mkdir(exist_ok=True)
     record = {
@@ -90,7 +75,7 @@ def main():
         "device": info,
         "variants": variants,
     }
-    write_predictions(EVALS_DIR / f"{name}.predictions.npz", labels, predicted)
+    predictions.write(EVALS_DIR / f"{name}.predictions.npz", labels, predicted)
     (EVALS_DIR / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print_table(name, variants)
 

@@ -9,8 +9,7 @@ import json
 import platform
 from pathlib import Path
 
-import numpy as np
-
+from imbsam import predictions as run_predictions
 from imbsam.errors import InputError
 from imbsam.report import git_state, read_metric_tsv, sha256_of, write_report
 from stages._common import PARAMS_FILE, load_params, main_guard
@@ -34,8 +33,7 @@ def _read_predictions(path, name):
     if not path.is_file():
         raise InputError(f"{path} not found: run `dvc repro evaluate@{name}` (an evaluation from before the "
                          "report judged the papers' claims has no per-image predictions)")
-    with np.load(path) as arrays:
-        return {key: arrays[key] for key in arrays.files}
+    return run_predictions.read(path)
 
 
 def main():

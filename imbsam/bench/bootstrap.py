@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from imbsam import predictions as run_predictions
 from imbsam.check_host.host import cpu
 from imbsam.claims import all_claims
 from imbsam.claims_report import judge
@@ -28,7 +29,8 @@ def predictions(optimizers, seeds, rng):
     for optimizer in optimizers:
         for seed in range(seeds):
             variants = {key: np.where(rng.random(labels.size) < accuracy, labels, (labels + 1) % NUM_CLASSES)
-                        for key in ("last", "last_tta", "best", "best_tta")}
+                        for key in (run_predictions.key(selection, tta) for selection in run_predictions.SELECTIONS
+                                    for tta in (False, True))}
             runs[(optimizer, seed)] = {"labels": labels, **variants}
     return runs
 
@@ -41,9 +43,10 @@ def main(argv=None):
     info = cpu()
     print(f"CPU: {info['model']}, {info['cores']} cores ({' '.join(info['isa'])}); "
           f"{NUM_CLASSES} classes x {TEST_PER_CLASS} test images, 2000 resamples, best epoch + flip TTA")
+    # Smallest first: the peak resident memory of a process only grows, so each row's is its own.
     print("optimizers  seeds  judge all claims (s)  peak RSS (MiB)")
     rng = np.random.default_rng(0)
-    for seeds in args.seeds:
+    for seeds in sorted(args.seeds):
         runs = predictions(OPTIMIZERS[:args.optimizers], seeds, rng)
         started = time.perf_counter()
         judge(all_claims(), runs, [], GROUPS, NUM_CLASSES, "best", True, lambda setting: [])

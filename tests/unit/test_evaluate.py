@@ -13,14 +13,14 @@ import pytest
 import yaml
 from mindspore import nn, ops
 
+from imbsam import predictions
 from imbsam.data.augment import normalize
 from imbsam.evaluate import (
-    evaluate_checkpoint,
-    evaluate_network,
     group_accuracy,
     load_weights,
     per_class_accuracy,
     predict_variants,
+    score_variants,
     summarize,
 )
 
@@ -123,10 +123,10 @@ def test_predict_variants_does_not_depend_on_the_batch_size(half_images):
         assert one_by_one[variant].tolist() == at_once[variant].tolist()
 
 
-def test_evaluate_network_reports_both_variants(half_images):
+def test_both_variants_are_scored(half_images):
     network = LeftHalfDetector(_threshold(half_images))
     groups = {"many": [0], "medium": [1], "few": []}
-    results = evaluate_network(network, half_images, np.array([0, 1]), groups, num_classes=2)
+    results = score_variants(predict_variants(network, half_images), np.array([0, 1]), groups, num_classes=2)
     assert results["plain"]["tta"] is False and results["flip_tta"]["tta"] is True
     assert results["plain"]["per_class"] == [100.0, 100.0]
     # TTA turns image 0 (true class 0) into class 1.
@@ -148,10 +148,9 @@ def test_a_checkpoint_restores_the_predictions(tmp_path):
     ms.save_checkpoint(trained, str(tmp_path / "last.ckpt"))
     fresh = _linear(seed=2)
     assert predict_variants(fresh, images)["plain"].tolist() != predict_variants(trained, images)["plain"].tolist()
-    labels = predict_variants(trained, images)["plain"]
-    results = evaluate_checkpoint(fresh, tmp_path / "last.ckpt", images, labels,
-                                  {"many": [0, 1], "medium": [2, 3], "few": []}, num_classes=4)
-    assert results["plain"]["all"] == pytest.approx(100.0)
+    expected = predict_variants(trained, images)
+    restored = predict_variants(load_weights(fresh, tmp_path / "last.ckpt"), images)
+    assert all((restored[v] == expected[v]).all() for v in ("plain", "flip_tta"))
 
 
 def test_a_checkpoint_of_another_network_is_refused(tmp_path):
@@ -227,4 +226,12 @@ def test_evaluate_stage_writes_all_four_variants(tmp_path):
             # Every class has 2 training images, so all are few: many and medium are empty.
             assert entry["many"] is None and entry["medium"] is None
             assert entry["few"] == pytest.approx(entry["all"])
+    # The per-image predictions beside it, in the split's test order, are what the record's accuracies count.
+    stored = predictions.read(tmp_path / "evals" / "sgd-3.predictions.npz")
+    assert sorted(stored) == ["best", "best_tta", "labels", "last", "last_tta"]
+    assert stored["labels"].tolist() == test_labels.tolist() and all(a.dtype.kind == "i" for a in stored.values())
+    for selection in ("last", "best"):
+        for variant, suffix in (("plain", ""), ("flip_tta", "_tta")):
+            right = stored[selection + suffix] == test_labels
+            assert 100 * right.mean() == pytest.approx(record["variants"][selection][variant]["all"])
     assert "sgd-3: balanced test accuracy (%)" in result.stdout

@@ -351,6 +351,15 @@ def test_a_missing_record_names_the_stage_to_run(tmp_path, folder, stage, run):
     assert f"dvc repro {stage}@{run}" in result.stderr
 
 
+def test_an_evaluation_without_predictions_names_the_stage_to_rerun(tmp_path):
+    """An evaluate@ of an earlier version wrote no per-image predictions: the report says what to run."""
+    write_workspace(tmp_path, smoke_params())
+    (tmp_path / "evals" / "sgd-2.predictions.npz").unlink()
+    result = run_stage(tmp_path)
+    assert result.returncode == 1
+    assert "dvc repro evaluate@sgd-2" in result.stderr and "per-image predictions" in result.stderr
+
+
 def test_evaluate_stage_does_not_depend_on_report_choices():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]
     assert not {"eval", "eval.flip_tta", "eval.selection"} & set(stage["params"])
