@@ -42,7 +42,7 @@ class Bootstrap:
         if len(counts) != 1 or 0 in counts:
             raise ValueError(f"every series needs the same number of seeds (at least one), got {sorted(counts)}")
         self.seeds, self.resamples, self.seed = counts.pop(), resamples, seed
-        names = list(series)
+        names = self.names = list(series)
         correct = np.stack([np.asarray(run).reshape(-1) == labels for name in names for run in series[name]])
         correct = correct.astype(np.float32)  # (names x seeds, images)
         rng = np.random.default_rng(seed)
@@ -58,7 +58,7 @@ class Bootstrap:
             point[:, cls] = correct[:, members].mean(axis=1)
         shape = (len(names), self.seeds, len(GROUPS))
         self._point = dict(zip(names, _group_accuracy(point, groups).reshape(shape)))
-        self._replicates = dict(zip(names, _group_accuracy(per_class.astype(np.float64), groups)
+        self._replicates = dict(zip(names, _group_accuracy(per_class, groups)
                                     .reshape(resamples, *shape).transpose(1, 0, 2, 3)))
         self._seed_draws = rng.integers(0, self.seeds, size=(resamples, self.seeds))
 

@@ -10,6 +10,7 @@ has no test-image resample), paired across optimizers; their "interval" is the r
 import numpy as np
 from tabulate import tabulate
 
+from imbsam import predictions as run_predictions
 from imbsam import registry
 from imbsam.bootstrap import CONFIDENCE, RESAMPLES, SEED, Bootstrap
 
@@ -20,20 +21,16 @@ GROUP_PHRASES = {"many": "the many classes", "medium": "the medium classes", "fe
                  "all": "all classes"}
 RULES = (
     "**Rules.** A difference with a direction holds when its 95% interval excludes 0 on the paper's side, is "
-    "contradicted when it excludes 0 on the other side, and is inconclusive otherwise; \"not above by more than "
-    "1 point\" holds when the interval's upper end is below +1, is contradicted when its lower end is above +1. A "
-    "value holds when our interval lies inside the paper's value ± 1 point, is contradicted when the two do not "
-    "meet, and is inconclusive otherwise. A mechanism claim holds when every seed agrees with its direction and "
-    f"there are at least {MIN_SEEDS}, is contradicted when every seed disagrees and there are at least "
-    f"{MIN_SEEDS}, and is inconclusive otherwise; its range is over seeds, not a confidence interval. *Not run*: "
-    "the runs lack the claim's optimizers or figures (this takes precedence); *not comparable*: a value claim "
-    "whose setting the runs are off. Differences and mechanism claims off their setting are judged all the same "
-    "and marked *off-setting*. Every verdict is a separate 95% statement, not a family-wise one "
-    "(docs/claims.md).")
-
-
-def _variant(selection, flip_tta):
-    return f"{selection}{'_tta' if flip_tta else ''}"
+    "contradicted when it excludes 0 on the other side, and is inconclusive otherwise; \"not more than m points "
+    "above\" holds when the interval's upper end is below +m, is contradicted when its lower end is above +m. A "
+    "value holds when our interval lies inside the paper's value ± its tolerance (the Paper column), is "
+    "contradicted when the two do not meet, and is inconclusive otherwise. A mechanism claim holds when every "
+    f"seed agrees with its direction and there are at least {MIN_SEEDS}, is contradicted when every seed "
+    f"disagrees and there are at least {MIN_SEEDS}, and is inconclusive otherwise; its range is over seeds, not a "
+    "confidence interval. *Not run*: the runs lack the claim's optimizers or figures (this takes precedence); "
+    "*not comparable*: a value claim whose setting or evaluation protocol the runs are off. Differences and "
+    "mechanism claims off their setting are judged all the same and marked *off-setting*. Every verdict is a "
+    "separate 95% statement, not a family-wise one (docs/claims.md).")
 
 
 def bootstrap(predictions, groups, num_classes, selection, flip_tta, resamples=RESAMPLES, seed=SEED):
@@ -49,9 +46,12 @@ def bootstrap(predictions, groups, num_classes, selection, flip_tta, resamples=R
         seeds.setdefault(optimizer, []).append(run_seed)
     if len({tuple(of_one) for of_one in seeds.values()}) != 1:
         raise ValueError(f"the optimizers' seeds differ ({seeds}): the bootstrap pairs them seed by seed")
+    protocols = {SELECTED: run_predictions.key(selection, flip_tta), CLEAN: "last"}
+    if protocols[SELECTED] == protocols[CLEAN]:
+        del protocols[CLEAN]  # the selected protocol is the clean one: _judge_accuracy reads it for both
     series = {}
     for run in runs:
-        for protocol, variant in ((SELECTED, _variant(selection, flip_tta)), (CLEAN, "last")):
+        for protocol, variant in protocols.items():
             series.setdefault((run[0], protocol), []).append(predictions[run][variant])
     return Bootstrap(series, labels, groups, num_classes, resamples, seed)
 
@@ -67,12 +67,11 @@ def accuracy_verdict(claim, low, high):
         if high < claim.margin:
             return "holds"
         return "contradicted" if low > claim.margin else "inconclusive"
-    # Mirrored so that the paper's side is positive.
-    sign = 1 if claim.direction == "greater" else -1
-    bottom, top = sorted((sign * low, sign * high))
-    if bottom > 0:
-        return "holds"
-    return "contradicted" if top < 0 else "inconclusive"
+    if claim.direction == "greater":
+        return "holds" if low > 0 else "contradicted" if high < 0 else "inconclusive"
+    if claim.direction == "less":
+        return "holds" if high < 0 else "contradicted" if low > 0 else "inconclusive"
+    raise ValueError(f"{claim.id}: no rule for direction {claim.direction!r}")
 
 
 def _agrees(direction, value):
@@ -120,18 +119,28 @@ def _judge_mechanism(claim, analyses):
 
 
 def _judge_accuracy(claim, boot):
+    clean_protocol = CLEAN if (claim.optimizer, CLEAN) in boot.names else SELECTED
     if claim.kind == "value":
         selected = boot.accuracy((claim.optimizer, SELECTED), claim.group)
-        clean = boot.accuracy((claim.optimizer, CLEAN), claim.group)
+        clean = boot.accuracy((claim.optimizer, clean_protocol), claim.group)
     else:
         names = (claim.optimizer, claim.baseline)
         selected = boot.difference(*((name, SELECTED) for name in names), claim.group)
-        clean = boot.difference(*((name, CLEAN) for name in names), claim.group)
+        clean = boot.difference(*((name, clean_protocol) for name in names), claim.group)
     if selected is None:
         return {"verdict": "not run"}
     ours, low, high = selected
     return {"verdict": accuracy_verdict(claim, low, high), "ours": ours, "low": low, "high": high,
             "clean": clean[0], "inside": low <= claim.published <= high, "seeds": boot.seeds}
+
+
+def _evaluation_reasons(claim, selection, flip_tta):
+    """Why an accuracy claim's figures are not measured as its source measured them; empty when they are."""
+    if claim.kind == "mechanism" or (selection, flip_tta) == claim.setting.evaluation:
+        return []
+    theirs, tta = claim.setting.evaluation
+    return [(f"`eval.selection={selection}`, `eval.flip_tta={str(flip_tta).lower()}` (source: {theirs} epoch, "
+             f"{'with' if tta else 'without'} flip TTA)")]
 
 
 def judge(claims, predictions, analyses, groups, num_classes, selection, flip_tta, off_setting):
@@ -143,11 +152,13 @@ def judge(claims, predictions, analyses, groups, num_classes, selection, flip_tt
     predictions: as bootstrap() takes them; analyses: the analyze@ records; off_setting(setting) -> [reasons].
     """
     boot = bootstrap(predictions, groups, num_classes, selection, flip_tta) if predictions else None
-    optimizers = {optimizer for optimizer, _ in predictions}
+    ran = {"accuracy": {optimizer for optimizer, _ in predictions},
+           "mechanism": {record["optimizer"] for record in analyses}}
     results = []
     for claim in claims:
-        reasons = off_setting(claim.setting)
-        missing = [optimizer for optimizer in claim.optimizers if optimizer not in optimizers]
+        reasons = off_setting(claim.setting) + _evaluation_reasons(claim, selection, flip_tta)
+        have = ran["mechanism" if claim.kind == "mechanism" else "accuracy"]
+        missing = [optimizer for optimizer in claim.optimizers if optimizer not in have]
         if missing:
             outcome = {"verdict": "not run", "missing": missing}
         elif claim.kind == "mechanism":
@@ -192,7 +203,7 @@ def text(claim, label):
         return f"{label(claim.optimizer)}'s accuracy on {where}"
     pair = f"{label(claim.optimizer)} {{}} {label(claim.baseline)} on {where}"
     if claim.direction == "not_above":
-        return pair.format(f"not above by more than {claim.margin:g} point{'s' * (claim.margin != 1)} over")
+        return pair.format(f"not more than {claim.margin:g} point{'s' * (claim.margin != 1)} above")
     return pair.format("above" if claim.direction == "greater" else "below")
 
 
@@ -250,6 +261,8 @@ def summary_line(results):
 
 def _basis(results, protocol, selection):
     seeds = max((r.get("seeds", 0) for r in results if r["claim"].kind != "mechanism"), default=0)
+    if not seeds:
+        return "No accuracy claim ran."
     lines = [(f"Accuracy claims rest on {seeds} seed{'s' * (seeds != 1)} per optimizer, judged on {protocol}; "
               f"their {CONFIDENCE:.0%} intervals are percentile-bootstrap intervals over the test images "
               f"(stratified by class){' and the seeds' if seeds > 1 else ''}, paired across optimizers, "
@@ -276,12 +289,14 @@ def section(results, label, protocol, selection, flip_tta):
 
     for paper, setting in dict.fromkeys(map(where, results)):
         rows = [result for result in results if where(result) == (paper, setting)]
-        reasons = rows[0]["setting"]
+        reasons = list(dict.fromkeys(reason for row in rows for reason in row["setting"]))
         if not reasons:
             status = "These runs are on it."
         else:
-            off = "the warning above" if rows[0]["claim"].setting.keys is None else "; ".join(reasons)
-            status = f"These runs are off it ({off}): its value claims are not comparable."
+            consequence = ("its value claims are not comparable, its other claims are judged and marked off-setting"
+                           if any(row["claim"].kind == "value" for row in rows)
+                           else "its claims are judged and marked off-setting")
+            status = f"These runs are off it ({'; '.join(reasons)}): {consequence}."
         sources = "; ".join(dict.fromkeys(row["claim"].source for row in rows))
         lines += [f"### {registry.module('claims', paper).TITLE}", "",
                   f"Setting: {setting}. {status} Sources: {sources}.", ""]

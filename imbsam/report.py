@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from imbsam import claims, claims_report, datasets, mechanism_report, published, registry
+from imbsam import bootstrap, claims, claims_report, datasets, mechanism_report, published, registry
 from imbsam.durations import format_duration
 from imbsam.params import flatten, paper_protocol
 
-GROUP_KEYS = ("many", "medium", "few", "all")
+GROUP_KEYS = bootstrap.GROUPS
 
 # Stated in the report's own text (rows, seed count, protocol line) instead of warned about: other seeds, fewer
 # optimizers or the clean protocol are legitimate ways to run and read the paper's experiment.

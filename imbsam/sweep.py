@@ -158,6 +158,14 @@ CLAIMS_LEGEND = ("The papers' claims, each experiment's verdict on its own runs 
                  "section; docs/claims.md), for the claims any of them ran:")
 
 
+def _verdict(claim):
+    """A claims.json entry's verdict as the report shows it: a judged claim off its setting says so."""
+    verdict = claim.get("verdict", "n/a")
+    if claim.get("setting") == "off" and verdict in ("holds", "contradicted", "inconclusive"):
+        return f"{verdict} (off-setting)"
+    return verdict
+
+
 def _claims_table(by_experiment):
     """Claim x experiment verdicts, leaving out the claims no experiment ran."""
     ran = {}
@@ -168,7 +176,7 @@ def _claims_table(by_experiment):
     if not ran:
         return []
     experiments = list(by_experiment)
-    rows = [[text, *(by_experiment[name].get(claim_id, {}).get("verdict", "n/a") for name in experiments)]
+    rows = [[text, *(_verdict(by_experiment[name].get(claim_id, {})) for name in experiments)]
             for claim_id, text in ran.items()]
     return [CLAIMS_LEGEND, "", tabulate(rows, headers=["claim", *experiments], tablefmt="github",
                                         disable_numparse=True), ""]

@@ -14,22 +14,30 @@ Three kinds:
 from dataclasses import dataclass, field
 
 from imbsam import registry
+from imbsam.bootstrap import GROUPS
 
-DIRECTIONS = ("greater", "less", "not_above", "not_less")
-GROUPS = ("many", "medium", "few", "all")
+DIFFERENCE_DIRECTIONS = ("greater", "less", "not_above")
+MECHANISM_DIRECTIONS = ("greater", "less", "not_less")
 
 
 @dataclass(frozen=True)
 class Setting:
     """Where a source's numbers come from. keys: {dotted params.yaml key: the value the source ran with}, checked
-    against the runs' params; None means the whole of the ImbSAM paper's protocol (imbsam.params.paper_protocol)."""
+    against the runs' params; None means the whole of the ImbSAM paper's protocol (imbsam.params.paper_protocol).
+    evaluation: the (eval.selection, eval.flip_tta) its accuracies were measured with."""
 
     description: str
     keys: dict | None = None
+    evaluation: tuple = ("best", True)
 
 
 PAPER_PROTOCOL = Setting("CIFAR-100-LT, imbalance factor 100, ResNet-34, cross-entropy, 200 epochs, the ImbSAM "
                          "authors' hyper-parameters; best test epoch, flip TTA")
+
+
+def _check_direction(claim, allowed):
+    if claim.direction not in allowed:
+        raise ValueError(f"{claim.id}: direction {claim.direction!r} is not one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,9 @@ class Difference:
     margin: float = 0.0
     kind = "difference"
 
+    def __post_init__(self):
+        _check_direction(self, DIFFERENCE_DIRECTIONS)
+
     @property
     def id(self):
         return f"{self.paper}:{self.optimizer}-{self.baseline}:{self.group}"
@@ -89,6 +100,11 @@ class Mechanism:
     other_groups: tuple = field(default=())
     published = None
     kind = "mechanism"
+
+    def __post_init__(self):
+        _check_direction(self, MECHANISM_DIRECTIONS)
+        if (self.baseline is None) == (not self.other_groups):
+            raise ValueError(f"{self.id}: compare with a baseline optimizer or with other groups, not both or none")
 
     @property
     def id(self):

@@ -12,10 +12,11 @@ PAPER = "focal_sam"
 TITLE = "Focal-SAM (ICML 2025)"
 SOURCE = "Focal-SAM, Figure 1 (flat head and flat tail, against ImbSAM's sharp head)"
 SETTING = Setting("CIFAR-100-LT, imbalance factor 100, ResNet-32, logit-adjusted loss, 200 epochs, batch 64, "
-                  "lr 0.1, weight decay 1e-3 (its repository's CIFAR script, cifar.sh)",
+                  "lr 0.1, weight decay 1e-3 (its repository's CIFAR script, cifar.sh); best test epoch, no TTA",
                   {"data.dataset": "cifar100", "split.imb_factor": 0.01, "model.arch": "resnet32",
                    "train.loss": "logit_adjusted", "train.epochs": 200, "train.batch_size": 64, "train.lr": 0.1,
-                   "train.weight_decay": 0.001, "train.max_steps_per_epoch": 0})
+                   "train.weight_decay": 0.001, "train.max_steps_per_epoch": 0},
+                  evaluation=("best", False))
 
 
 def _flatter(group, baseline):

@@ -34,11 +34,18 @@ def test_every_claim_is_well_formed_and_names_real_optimizers():
     for claim in all_claims:
         assert set(claim.optimizers) <= optimizers, claim.id
         assert claim.source and claim.setting.description, claim.id
-        if claim.kind != "value":
-            assert claim.direction in claims.DIRECTIONS, claim.id
         if claim.kind == "mechanism":
-            assert (claim.baseline is None) != (not claim.other_groups), claim.id
+            assert claim.quantity in ("gap", "lambda_max", "lambda_min"), claim.id
     assert all_claims[0].paper == "imbsam"
+
+
+def test_a_claim_with_a_direction_its_kind_has_no_rule_for_is_refused():
+    with pytest.raises(ValueError, match="direction 'not_less'"):
+        Difference("test", "a table", PAPER_PROTOCOL, "imbsam", "sgd", "few", 2.0, "not_less")
+    with pytest.raises(ValueError, match="direction 'not_above'"):
+        Mechanism("test", "a figure", PAPER_PROTOCOL, "m", "text", "gap", "sgd", "few", "not_above", baseline="sam")
+    with pytest.raises(ValueError, match="not both or none"):
+        Mechanism("test", "a figure", PAPER_PROTOCOL, "m", "text", "gap", "sgd", "few", "less")
 
 
 def test_the_imbsam_papers_argument_is_its_table_read_as_differences():
@@ -115,6 +122,20 @@ def test_seeds_widen_the_interval_with_the_training_noise_between_them():
     assert one[2] - one[1] < 8 and five[2] - five[1] > 2 * (one[2] - one[1]) + 10
 
 
+def test_seeds_are_paired_across_optimizers():
+    """Seeds 40 points apart, each optimizer 10 points above the other on every seed: the difference's interval
+    has no seed spread in it (the seeds are drawn once for both), only the test images'."""
+    labels = _labels(100)
+    position = np.arange(labels.size) % 100
+    series = {name: [_predictions(labels, position < accuracy + offset) for accuracy in (20, 60, 40)]
+              for name, offset in (("a", 10), ("b", 0))}
+    boot = Bootstrap(series, labels, GROUPS, NUM_CLASSES, resamples=500)
+    estimate, low, high = boot.difference("a", "b", "all")
+    assert estimate == pytest.approx(10.0)
+    # Unpaired seeds would spread the difference by about the seeds' own spread (16 points).
+    assert high - low < 6 and boot.accuracy("a", "all")[2] - boot.accuracy("a", "all")[1] > 20
+
+
 def test_a_bootstrap_is_seeded():
     labels = _labels(20)
     series = {"run": [_draw(labels, np.full(NUM_CLASSES, 0.5), np.random.default_rng(0))]}
@@ -180,9 +201,9 @@ def _runs(optimizers, seeds=(1,), accuracy=0.5):
     runs = {}
     for optimizer in optimizers:
         for seed in seeds:
-            right = _draw(labels, np.full(NUM_CLASSES, accuracy), rng)
-            runs[(optimizer, seed)] = {"labels": labels, "last": right, "last_tta": right, "best": right,
-                                       "best_tta": right}
+            predicted = _draw(labels, np.full(NUM_CLASSES, accuracy), rng)
+            runs[(optimizer, seed)] = {"labels": labels, "last": predicted, "last_tta": predicted, "best": predicted,
+                                       "best_tta": predicted}
     return runs
 
 
@@ -230,11 +251,29 @@ def test_a_group_the_split_left_empty_drops_out_of_the_comparison():
     assert result["verdict"] == "holds" and result["ours"] == pytest.approx(1.0)  # against medium's 2
 
 
+def test_mechanism_claims_need_analyses_not_predictions():
+    curvature = Mechanism("test", "a figure", PAPER_PROTOCOL, "flat", "flatter few", "lambda_max", "imbsam", "few",
+                          "less", baseline="sgd")
+    analyses = [_record(optimizer, seed, 1.0, few_lambda_max=value)
+                for seed in (1, 2, 3) for optimizer, value in (("sgd", 9.0), ("imbsam", 4.0))]
+    result = _judge([curvature], {}, analyses)[0]
+    assert result["verdict"] == "holds" and result["ours"] == pytest.approx(-5.0)
+
+
+def test_accuracies_measured_otherwise_than_the_source_are_not_comparable_with_its_values():
+    """The paper's figures are of the best epoch with flip TTA: a report of the clean protocol (last epoch, no
+    TTA) gives no verdict on them, but still judges the differences, marked off-setting."""
+    results = claims_report.judge([_value(), _difference("greater")], _runs(["sgd", "imbsam"]), [], GROUPS,
+                                  NUM_CLASSES, "last", False, lambda setting: [])
+    assert results[0]["verdict"] == "not comparable"
+    assert results[1]["verdict"] != "not comparable" and "`eval.selection=last`" in results[1]["setting"][0]
+
+
 def test_claims_json_has_the_contracted_keys_and_verdicts():
     not_above = Difference("test", "a table", PAPER_PROTOCOL, "imbsam", "sgd", "many", -1.1, "not_above", 1.0)
     results = _judge([_value(), _difference("greater"), not_above], _runs(["sgd", "imbsam"]))
-    assert len(claims_report.metrics(results, str.upper)) == 3
     out = claims_report.metrics(results, str.upper)
+    assert len(out) == 3
     for entry in out.values():
         assert {"kind", "paper", "ours", "low", "high", "verdict", "setting"} <= set(entry)
         assert entry["verdict"] in claims_report.VERDICTS and entry["setting"] in ("on", "off")

@@ -61,16 +61,17 @@ def test_mechanism_figures_pool_over_the_same_seeds_as_the_accuracies():
 def test_each_experiments_verdicts_stand_under_its_setting_for_the_claims_any_ran():
     groups = {"many": 50.0, "medium": 30.0, "few": 10.0, "all": 30.0}
 
-    def claims(verdict):
-        return {"imbsam:imbsam-sgd:all": {"kind": "difference", "verdict": verdict,
+    def claims(verdict, setting="on"):
+        return {"imbsam:imbsam-sgd:all": {"kind": "difference", "verdict": verdict, "setting": setting,
                                           "claim": "ImbSAM above SGD on all classes"},
                 "sse_sam:sse_sam:all": {"kind": "value", "verdict": "not run", "claim": "SSE-SAM on all classes"}}
 
     found = [_entry("a", seeds={"sgd": {"1": groups}}, claims=claims("holds")),
-             _entry("b", seeds={"sgd": {"2": groups}}, claims=claims("inconclusive")),
+             _entry("b", seeds={"sgd": {"2": groups}}, claims=claims("inconclusive", setting="off")),
              _entry("c", seeds={"sgd": {"3": groups}})]
     text = sweep.render(sweep.collect(found))
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
             if line.startswith("|") and not line.startswith("|--")]
-    assert rows[-2:] == [["claim", "a", "b"], ["ImbSAM above SGD on all classes", "holds", "inconclusive"]]
+    assert rows[-2:] == [["claim", "a", "b"],
+                         ["ImbSAM above SGD on all classes", "holds", "inconclusive (off-setting)"]]
     assert "SSE-SAM on all classes" not in text
