@@ -151,6 +151,14 @@ def run_stage(cwd):
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def render(root, params, **workspace):
+    """The report stage run on a written workspace: its report.md."""
+    write_workspace(root, params, **workspace)
+    result = run_stage(root)
+    assert result.returncode == 0, result.stderr
+    return (root / "reports" / "report.md").read_text()
+
+
 def _records():
     return [eval_record(optimizer, seed) for optimizer, seed in RUNS]
 
@@ -227,11 +235,8 @@ def test_git_state_outside_a_repository(tmp_path):
 
 
 def test_report_stage_renders_tables_figures_and_metrics(tmp_path):
-    write_workspace(tmp_path, smoke_params())
-    result = run_stage(tmp_path)
-    assert result.returncode == 0, result.stderr
+    md = render(tmp_path, smoke_params())
     reports = tmp_path / "reports"
-    md = (reports / "report.md").read_text()
     assert "WARNING: these numbers are not comparable" in md
     assert "2 seeds (1, 2)" in md and "`eval.selection=best`, `eval.flip_tta=true`" in md
     # Selected protocol (best, TTA), then the clean one (last, no TTA).
@@ -255,10 +260,7 @@ def test_report_stage_renders_tables_figures_and_metrics(tmp_path):
 
 
 def test_the_mechanism_section_and_metrics_average_over_seeds(tmp_path):
-    write_workspace(tmp_path, smoke_params())
-    result = run_stage(tmp_path)
-    assert result.returncode == 0, result.stderr
-    md = (tmp_path / "reports" / "report.md").read_text()
+    md = render(tmp_path, smoke_params())
     assert md.index("## Against the published numbers") < md.index("## Mechanism") < md.index("## Figures")
     rows = table_rows(md)
     # SGD few: lambda_max 81 and 82 over seeds 1 and 2; gap half of it; ratio 0.1; |w| 51 and 52.
@@ -275,10 +277,7 @@ def test_paper_config_has_no_banner_and_clean_selection_is_not_repeated(tmp_path
     params = paper_params()
     params["train"].update(optimizers=["sgd", "imbsam"], seeds=[1])
     params["eval"].update(selection="last", flip_tta=False)
-    write_workspace(tmp_path, params, synthetic=False, runs=[("sgd", 1), ("imbsam", 1)])
-    result = run_stage(tmp_path)
-    assert result.returncode == 0, result.stderr
-    md = (tmp_path / "reports" / "report.md").read_text()
+    md = render(tmp_path, params, synthetic=False, runs=[("sgd", 1), ("imbsam", 1)])
     assert "WARNING" not in md
     assert "### Clean protocol" not in md and "The selected protocol is the clean one." in md
     assert ["SGD", "80.0", "45.0", "10.0", "45.0", "1"] in table_rows(md)
@@ -287,10 +286,7 @@ def test_paper_config_has_no_banner_and_clean_selection_is_not_repeated(tmp_path
 
 
 def test_the_report_opens_with_the_claims_judged_on_the_selected_protocol(tmp_path):
-    write_workspace(tmp_path, smoke_params())
-    result = run_stage(tmp_path)
-    assert result.returncode == 0, result.stderr
-    md = (tmp_path / "reports" / "report.md").read_text()
+    md = render(tmp_path, smoke_params())
     assert md.index("WARNING") < md.index("## Did it reproduce?") < md.index("## Results")
     claims = json.loads((tmp_path / "reports" / "claims.json").read_text())
     # SGD's few group, best epoch with TTA: 17.0 over seeds 1 and 2 (15 and 19), the clean protocol's 12.0 beside.
