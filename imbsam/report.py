@@ -308,8 +308,9 @@ def how_to_read(summary):
   your own.
 - Many / Medium / Few: classes with > {many}, {few} to {many} and < {few} training images. Every figure is the mean
   of per-class accuracies (balanced), so each class counts once.
-- With a single seed there is no spread to show: a gap of a point or two between optimizers may be seed
-  noise.
+- With a single seed the tables show no spread: a gap of a point or two between optimizers may be seed
+  noise. The intervals of "Did it reproduce?" say how large a gap the test images (and the seeds, given
+  several) can make on their own.
 - The MindSpore README's numbers come from the authors' MindSpore code, which has known defects (for
   one, no weight decay on BatchNorm parameters); the PyTorch numbers are the paper's.
 """
