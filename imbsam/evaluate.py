@@ -81,10 +81,13 @@ def summarize(predictions, labels, groups, num_classes):
     return result
 
 
-def score_variants(predicted, labels, groups, num_classes):
-    """Group and per-class accuracy of both variants of predict_variants' classes: {"plain": ..., "flip_tta": ...}."""
-    return {variant: {"tta": TTA_VARIANTS[variant], **summarize(predicted[variant], labels, groups, num_classes)}
-            for variant in TTA_VARIANTS}
+def evaluate_network(network, images_uint8, labels, groups, num_classes, batch_size=500):
+    """Group and per-class accuracy of both variants (predict_variants): {"plain": ..., "flip_tta": ...}."""
+    predicted = predict_variants(network, images_uint8, batch_size)
+    return {
+        variant: {"tta": TTA_VARIANTS[variant], **summarize(predicted[variant], labels, groups, num_classes)}
+        for variant in TTA_VARIANTS
+    }
 
 
 def load_weights(network, checkpoint):
@@ -96,3 +99,9 @@ def load_weights(network, checkpoint):
         raise ValueError(f"{checkpoint} lacks {len(missing)} network parameters, e.g. {missing[0]}: "
                          "was it trained with another model.arch?")
     return network
+
+
+def evaluate_checkpoint(network, checkpoint, images_uint8, labels, groups, num_classes, batch_size=500):
+    """Load checkpoint into network, then evaluate_network."""
+    load_weights(network, checkpoint)
+    return evaluate_network(network, images_uint8, labels, groups, num_classes, batch_size)

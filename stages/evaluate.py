@@ -42,7 +42,7 @@ def main():
     info = setup(params.device.target, slot=claim_for(params.device.target))
     # Imported only now: MindSpore must not load before device.setup has set the CPU environment.
     from imbsam.data.loading import load_split
-    from imbsam.evaluate import load_weights, predict_variants, score_variants
+    from imbsam.evaluate import TTA_VARIANTS, load_weights, predict_variants, summarize
     from imbsam.models import create_model
 
     split = load_split(SPLIT_DIR)
@@ -62,8 +62,12 @@ def main():
             continue
         load_weights(network, checkpoints[selection])
         predicted[selection] = predict_variants(network, split["test_images"], batch_size)
-        scores = score_variants(predicted[selection], labels, summary["groups"], summary["num_classes"])
-        variants[selection] = {variant: {"epoch": epoch, **result} for variant, result in scores.items()}
+        # imbsam.evaluate.evaluate_network's scores, from predictions the stage keeps. Not a function there: every
+        # train@ and analyze@ depends on imbsam/evaluate.py, and an edit would re-run them all.
+        variants[selection] = {
+            variant: {"epoch": epoch, "tta": TTA_VARIANTS[variant],
+                      **summarize(predicted[selection][variant], labels, summary["groups"], summary["num_classes"])}
+            for variant in TTA_VARIANTS}
 
     EVALS_DIR.mkdir(exist_ok=True)
     record = {
