@@ -44,9 +44,11 @@ class Bootstrap:
         self.seeds, self.resamples, self.seed = counts.pop(), resamples, seed
         names = self.names = list(series)
         correct = np.stack([np.asarray(run).reshape(-1) == labels for name in names for run in series[name]])
-        correct = correct.astype(np.float32)  # (names x seeds, images)
+        # (names x seeds, images). float32 counts drawn images exactly; accuracies are divided in float64, so that an
+        # interval with no spread is its estimate to the last bit.
+        correct = correct.astype(np.float32)
         rng = np.random.default_rng(seed)
-        per_class = np.full((resamples, len(correct), num_classes), np.nan, dtype=np.float32)
+        per_class = np.full((resamples, len(correct), num_classes), np.nan)
         point = np.full((len(correct), num_classes), np.nan)
         for cls in range(num_classes):
             members = np.flatnonzero(labels == cls)
@@ -54,8 +56,9 @@ class Bootstrap:
                 continue
             # How often each of the class's images is drawn in each replicate: a stratified resample.
             draws = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=resamples)
-            per_class[:, :, cls] = (draws.astype(np.float32) @ correct[:, members].T) / members.size
-            point[:, cls] = correct[:, members].mean(axis=1)
+            drawn_right = draws.astype(np.float32) @ correct[:, members].T
+            per_class[:, :, cls] = drawn_right.astype(np.float64) / members.size
+            point[:, cls] = correct[:, members].sum(axis=1, dtype=np.float64) / members.size
         shape = (len(names), self.seeds, len(GROUPS))
         self._point = dict(zip(names, _group_accuracy(point, groups).reshape(shape)))
         self._replicates = dict(zip(names, _group_accuracy(per_class, groups)

@@ -136,6 +136,17 @@ def test_seeds_are_paired_across_optimizers():
     assert high - low < 6 and boot.accuracy("a", "all")[2] - boot.accuracy("a", "all")[1] > 20
 
 
+def test_an_interval_without_spread_is_its_estimate_exactly():
+    """Every class all right or all wrong: no resample changes anything, and claims.json's `low <= ours <= high`
+    must hold to the last bit, not up to float32 rounding."""
+    labels = _labels(30)
+    predicted = _predictions(labels, np.isin(labels, [0, 2, 5, 8]))
+    boot = Bootstrap({"run": [predicted]}, labels, GROUPS, NUM_CLASSES, resamples=100)
+    for group in ("many", "medium", "few", "all"):
+        estimate, low, high = boot.accuracy("run", group)
+        assert low == estimate == high, group
+
+
 def test_a_bootstrap_is_seeded():
     labels = _labels(20)
     series = {"run": [_draw(labels, np.full(NUM_CLASSES, 0.5), np.random.default_rng(0))]}
