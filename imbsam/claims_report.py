@@ -210,8 +210,8 @@ def text(claim, label):
 def signed(value, fmt=".1f"):
     """value with its sign always shown; the report's tables use it for differences."""
     # Rounded first, so that -0.04 reads +0.0; U+2212 is the typographic minus, as in the report's tables.
-    text = format(value, fmt)
-    return text.replace("-", "\u2212", 1) if text.startswith("-") and float(text) != 0 else f"+{text.lstrip('-')}"
+    shown = format(value, fmt)
+    return shown.replace("-", "\u2212", 1) if shown.startswith("-") and float(shown) != 0 else f"+{shown.lstrip('-')}"
 
 
 def _row(result, label, clean_column):
